@@ -1,0 +1,179 @@
+"""The `echo` backend: deterministic output derived from the request.
+
+It answers with the words of the last user message ("tokens" are words), so
+tests can predict every byte, and it needs no model, so `make serve` answers on
+any machine. Being deterministic, it accepts the sampling fields and gives the
+same answer whatever their values (documented in the README).
+
+Tool calls, for testing tool routing: when the request has `tools`, a last
+user message `call <name> <json arguments>` makes the model call that tool;
+after a `tool` message it answers `tool <name> said: <result>`.
+
+Options (`[models.x.options]`): `delay_ms` per token, `fail_after_tokens` to
+simulate an engine failure mid-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from msgspec import Meta, Struct
+
+from gateway import hookimpl
+from gateway.backend import (
+    GenerationChunk,
+    GenerationEnd,
+    GenerationEvent,
+    GenerationOptions,
+    GenerationStats,
+    ModelSpec,
+    TokenUsage,
+    ToolCallDelta,
+)
+from gateway.errors import BackendFailed
+from gateway.protocol import ChatCompletionRequest
+
+
+class EchoOptions(Struct, forbid_unknown_fields=True):
+    delay_ms: Annotated[float, Meta(ge=0)] = 0.0
+    fail_after_tokens: Annotated[int, Meta(ge=0)] | None = None
+
+
+class EchoBackend:
+    kind = "echo"
+    supported_fields = frozenset(
+        {
+            "max_tokens",
+            "n",
+            "stop",
+            "seed",
+            "temperature",
+            "top_p",
+            "tools",
+            "tool_choice",
+            "parallel_tool_calls",
+        }
+    )
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.options: EchoOptions = spec.options_as(EchoOptions)
+
+    async def load(self) -> None:
+        return None
+
+    async def unload(self) -> None:
+        return None
+
+    def validate(self, request: ChatCompletionRequest) -> None:
+        return None
+
+    async def generate(
+        self, request: ChatCompletionRequest, options: GenerationOptions
+    ) -> AsyncIterator[GenerationEvent]:
+        started = time.perf_counter()
+        prompt_tokens = sum(len(message.text().split()) + 1 for message in request.messages)
+        limit = request.max_tokens or 16
+        call = _tool_call(request)
+        words = [] if call else _reply_words(request, limit if options.bench else None)
+        completion_tokens = 0
+        first_token: float | None = None
+        for choice in range(request.choice_count):
+            emitted, text = 0, ""
+            finish = "stop"
+            for word in words:
+                if emitted == limit:
+                    finish = "length"
+                    break
+                if (
+                    self.options.fail_after_tokens is not None
+                    and completion_tokens >= self.options.fail_after_tokens
+                ):
+                    raise BackendFailed("echo backend failed on purpose (fail_after_tokens)")
+                if self.options.delay_ms:
+                    await asyncio.sleep(self.options.delay_ms / 1000)
+                stop_at = _stop_position(text + word, request.stop_strings) if not options.bench else None
+                if stop_at is not None:
+                    piece = (text + word)[:stop_at][len(text) :]
+                    if piece:
+                        yield GenerationChunk(choice=choice, text=piece)
+                    break
+                text += word
+                emitted += 1
+                completion_tokens += 1
+                first_token = first_token or time.perf_counter()
+                yield GenerationChunk(choice=choice, text=word)
+            if emitted == limit and finish == "stop" and options.bench:
+                finish = "length"
+            if call:
+                name, arguments = call
+                completion_tokens += 1
+                yield GenerationChunk(
+                    choice=choice, tool_calls=[ToolCallDelta(0, f"call_echo{choice}", name)]
+                )
+                yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(0, arguments=arguments)])
+                finish = "tool_calls"
+            yield GenerationChunk(choice=choice, finish_reason=finish)  # type: ignore[arg-type]
+        usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        yield GenerationEnd(usage=usage, stats=_stats(usage, started, first_token) if options.bench else None)
+
+
+def _reply_words(request: ChatCompletionRequest, exact: int | None) -> list[str]:
+    last = request.messages[-1]
+    if last.role == "tool":
+        text = f"tool {_called_name(request, last.tool_call_id)} said: {last.text()}"
+    else:
+        text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "") or "(empty)"
+    words = text.split()
+    if exact is not None:  # bench mode: exactly the token limit, like a banned end-of-sequence
+        words = [words[index % len(words)] for index in range(exact)]
+    return [word if index == 0 else " " + word for index, word in enumerate(words)]
+
+
+def _called_name(request: ChatCompletionRequest, call_id: str | None) -> str:
+    for message in request.messages:
+        for call in message.tool_calls or ():
+            if call.id == call_id:
+                return call.function.name
+    return "?"
+
+
+def _tool_call(request: ChatCompletionRequest) -> tuple[str, str] | None:
+    last = request.messages[-1]
+    if not request.tools or request.tool_choice == "none" or last.role != "user":
+        return None
+    parts = last.text().split(maxsplit=2)
+    if len(parts) < 2 or parts[0] != "call":
+        return None
+    return parts[1], parts[2] if len(parts) == 3 else "{}"
+
+
+def _stop_position(text: str, stops: list[str]) -> int | None:
+    positions = [text.find(stop) for stop in stops if stop in text]
+    return min(positions) if positions else None
+
+
+def _stats(usage: TokenUsage, started: float, first_token: float | None) -> GenerationStats:
+    now = time.perf_counter()
+    first = first_token or now
+    decode_s = max(now - first, 1e-9)
+    prefill_s = max(first - started, 1e-9)
+    return GenerationStats(
+        prompt_tokens=usage.prompt_tokens,
+        generation_tokens=usage.completion_tokens,
+        prompt_tps=usage.prompt_tokens / prefill_s,
+        generation_tps=max(usage.completion_tokens - 1, 0) / decode_s,
+        ttft_ms=prefill_s * 1000,
+        queue_ms=0.0,
+        total_ms=(now - started) * 1000,
+        peak_memory_bytes=0,
+        cached_tokens=0,
+    )
+
+
+@hookimpl
+def register_backends(register) -> None:  # type: ignore[no-untyped-def]
+    register("echo", EchoBackend)

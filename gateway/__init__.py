@@ -1,0 +1,72 @@
+"""An OpenAI-compatible model-serving gateway with pluggy hooks.
+
+The public API for plugin and backend authors is what this module exports.
+"""
+
+from gateway.app import create_app
+from gateway.backend import (
+    Backend,
+    GenerationChunk,
+    GenerationEnd,
+    GenerationEvent,
+    GenerationOptions,
+    GenerationStats,
+    ModelSpec,
+    TokenLogprob,
+    TokenUsage,
+    ToolCallDelta,
+    TopLogprob,
+)
+from gateway.config import ConfigError, GatewayConfig, ModelConfig, load_config, parse_config
+from gateway.context import Identity, RequestContext
+from gateway.errors import (
+    AuthenticationFailed,
+    BackendFailed,
+    BackendUnavailable,
+    GatewayError,
+    InvalidRequest,
+    ModelNotFound,
+    PermissionDenied,
+    RateLimited,
+    UnsupportedField,
+)
+from gateway.hookspecs import hookimpl
+from gateway.protocol import ChatCompletionRequest, Message, ToolCall, replace
+from gateway.responses import ChatCompletion
+
+__all__ = [
+    "AuthenticationFailed",
+    "Backend",
+    "BackendFailed",
+    "BackendUnavailable",
+    "ChatCompletion",
+    "ChatCompletionRequest",
+    "ConfigError",
+    "GatewayConfig",
+    "GatewayError",
+    "GenerationChunk",
+    "GenerationEnd",
+    "GenerationEvent",
+    "GenerationOptions",
+    "GenerationStats",
+    "Identity",
+    "InvalidRequest",
+    "Message",
+    "ModelConfig",
+    "ModelNotFound",
+    "ModelSpec",
+    "PermissionDenied",
+    "RateLimited",
+    "RequestContext",
+    "TokenLogprob",
+    "TokenUsage",
+    "ToolCall",
+    "ToolCallDelta",
+    "TopLogprob",
+    "UnsupportedField",
+    "create_app",
+    "hookimpl",
+    "load_config",
+    "parse_config",
+    "replace",
+]

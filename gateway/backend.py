@@ -1,0 +1,166 @@
+"""The backend protocol: what a model engine must provide to be served.
+
+A backend is created per configured model (`Backend(spec)`), loaded once, and
+asked to `generate` for each request. Generation is an async stream of
+`GenerationChunk`s (deltas for one choice) closed by one `GenerationEnd`
+(token counts, and measured stats for the bench endpoint). Backends know
+nothing of HTTP: the gateway turns these events into OpenAI responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+
+import msgspec
+from msgspec import Struct
+
+from gateway.config import ConfigError, ModelConfig
+from gateway.protocol import ChatCompletionRequest
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+class TopLogprob(Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class TokenLogprob(Struct):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+    top_logprobs: list[TopLogprob]
+
+
+class ToolCallDelta(Struct, omit_defaults=True):
+    """A piece of one tool call: the first piece of a call has `id` and `name`."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class GenerationChunk(Struct, omit_defaults=True):
+    """New output for one choice; `finish_reason` is set on that choice's last chunk."""
+
+    choice: int = 0
+    text: str = ""
+    reasoning: str = ""
+    tool_calls: list[ToolCallDelta] | None = None
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+
+
+class TokenUsage(Struct):
+    """Token counts summed over all choices."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class GenerationStats(Struct):
+    """Measured figures for the bench endpoint."""
+
+    prompt_tokens: int
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+    ttft_ms: float
+    queue_ms: float
+    total_ms: float
+    peak_memory_bytes: int
+    cached_tokens: int
+
+
+class GenerationEnd(Struct):
+    usage: TokenUsage
+    stats: GenerationStats | None = None
+
+
+GenerationEvent = GenerationChunk | GenerationEnd
+
+
+class GenerationOptions(Struct, frozen=True):
+    """How to generate, beyond the request itself.
+
+    `bench`: generate exactly the token limit (end-of-sequence banned, stop
+    strings off, llama-bench style), bypass any prefix cache, and report
+    `GenerationStats` in the `GenerationEnd`.
+    """
+
+    bench: bool = False
+    request_id: str = ""
+
+
+class ModelSpec(Struct, frozen=True):
+    """What a backend is built from: the model's id and its config table."""
+
+    id: str
+    config: ModelConfig
+
+    def options_as(self, type_: type[Any]) -> Any:
+        """Decode the backend-specific `options` table into the backend's own Struct.
+
+        Errors name the key path, e.g. `models."llama".options.dtype`.
+        """
+        try:
+            return msgspec.convert(self.config.options, type_)
+        except msgspec.ValidationError as error:
+            path = str(error).rpartition(" - at `$")[2].rstrip("`")
+            reason = str(error).partition(" - at `")[0]
+            raise ConfigError(f'models."{self.id}".options{path}: {reason}') from None
+
+
+# Fields every backend gets for free: the gateway itself handles them.
+CORE_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "user"})
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A model engine. Implementations need not subclass anything.
+
+    `supported_fields` names the request fields (beyond `CORE_FIELDS`) that the
+    backend honours; a request setting any other field gets a 400 naming it.
+    """
+
+    kind: ClassVar[str]
+    supported_fields: ClassVar[frozenset[str]]
+
+    async def load(self) -> None:
+        """Make the model ready; runs once, off the request path of other models."""
+
+    def validate(self, request: ChatCompletionRequest) -> None:
+        """Raise `UnsupportedField`/`InvalidRequest` for values it cannot honour."""
+
+    def generate(
+        self, request: ChatCompletionRequest, options: GenerationOptions
+    ) -> AsyncIterator[GenerationEvent]:
+        """Stream chunks for every choice, then exactly one `GenerationEnd`."""
+        ...
+
+    async def unload(self) -> None:
+        """Free the model's memory."""
+
+
+_UNSET_VALUES: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}
+
+
+def set_fields(request: ChatCompletionRequest) -> list[str]:
+    """Names of the request fields that carry a value asking for something."""
+    names = []
+    for name in request.__struct_fields__:
+        value = getattr(request, name)
+        if value is None or value == _UNSET_VALUES.get(name) or value == [] or value == {}:
+            continue
+        names.append(name)
+    return names
+
+
+def unsupported_fields(request: ChatCompletionRequest, backend: type[Backend] | Backend) -> list[str]:
+    allowed = CORE_FIELDS | backend.supported_fields
+    return [name for name in set_fields(request) if name not in allowed]

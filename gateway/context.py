@@ -1,0 +1,58 @@
+"""Per-request state shared by the gateway and plugins."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling, as decided by an `authenticate` hook. Never holds the secret."""
+
+    key_id: str
+    allowed_models: frozenset[str] = frozenset({"*"})
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Timings:
+    """Monotonic timestamps of a request's milestones (seconds)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    finished: float | None = None
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_token is None else (self.first_token - self.started) * 1000
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.finished is None else (self.finished - self.started) * 1000
+
+
+@dataclass
+class RequestContext:
+    """Everything about one request that is not the request body.
+
+    `state` is free for plugins to share data between their hooks (namespace
+    keys by plugin name).
+    """
+
+    request_id: str
+    endpoint: str
+    headers: dict[str, str] = field(default_factory=dict)
+    model: str = ""
+    backend: str = ""
+    stream: bool = False
+    identity: Identity | None = None
+    status_code: int = 200
+    timings: Timings = field(default_factory=Timings)
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+def new_request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"

@@ -1,0 +1,106 @@
+"""Calling per-request hooks whose implementations may be sync or async.
+
+pluggy has no async support: an `async def` implementation returns a coroutine,
+which is never None, so `firstresult` would stop at it unawaited. These helpers
+call each implementation in pluggy's order, await awaitable results, and decide
+after awaiting. A failure is reported with the plugin's name.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pluggy
+import structlog
+
+from gateway.errors import GatewayError, PluginFailed
+
+log = structlog.get_logger("gateway.hooks")
+_TRACE = os.environ.get("GATEWAY_TRACE_HOOKS", "") not in ("", "0")
+
+_Impl = tuple[str, Callable[..., Any], tuple[str, ...]]
+
+
+class HookRunner:
+    """Runs the per-request hooks of one plugin manager.
+
+    The call order of each hook is read from pluggy once (at start-up and after
+    plugins change), so a request pays for a plain loop over functions.
+    """
+
+    def __init__(self, plugin_manager: pluggy.PluginManager) -> None:
+        self.plugin_manager = plugin_manager
+        self._order: dict[str, list[_Impl]] = {}
+
+    def refresh(self) -> None:
+        self._order.clear()
+
+    def implementations(self, hook_name: str) -> list[_Impl]:
+        order = self._order.get(hook_name)
+        if order is None:
+            caller = getattr(self.plugin_manager.hook, hook_name)
+            order = [
+                (impl.plugin_name, impl.function, tuple(impl.argnames))
+                for impl in reversed(caller.get_hookimpls())
+            ]
+            self._order[hook_name] = order
+        return order
+
+    def has(self, hook_name: str) -> bool:
+        return bool(self.implementations(hook_name))
+
+    async def _call(self, hook_name: str, impl: _Impl, kwargs: dict[str, Any]) -> Any:
+        plugin_name, function, argnames = impl
+        if _TRACE:
+            log.debug("hook call", hook=hook_name, plugin=plugin_name)
+        try:
+            result = function(**{name: kwargs[name] for name in argnames})
+            if inspect.isawaitable(result):
+                result = await result
+        except GatewayError:
+            raise
+        except Exception as error:
+            raise PluginFailed(plugin_name, hook_name) from error
+        return result
+
+    async def call_all(self, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Every implementation, in order; the non-None results."""
+        results = []
+        for impl in self.implementations(hook_name):
+            result = await self._call(hook_name, impl, kwargs)
+            if result is not None:
+                results.append(result)
+        return results
+
+    async def first_result(self, hook_name: str, **kwargs: Any) -> Any:
+        """Implementations in order until one returns something other than None."""
+        for impl in self.implementations(hook_name):
+            result = await self._call(hook_name, impl, kwargs)
+            if result is not None:
+                return result
+        return None
+
+    async def chain(self, hook_name: str, value_name: str, value: Any, **kwargs: Any) -> Any:
+        """Each implementation gets the previous one's result as `value_name`."""
+        for impl in self.implementations(hook_name):
+            result = await self._call(hook_name, impl, {value_name: value, **kwargs})
+            if result is not None:
+                value = result
+        return value
+
+    def chain_sync(self, hook_name: str, value_name: str, value: Any, **kwargs: Any) -> Any:
+        """`chain` for sync-only hooks on the hot path (no awaiting, no coroutine)."""
+        for plugin_name, function, argnames in self.implementations(hook_name):
+            arguments = {value_name: value, **kwargs}
+            try:
+                result = function(**{name: arguments[name] for name in argnames})
+            except GatewayError:
+                raise
+            except Exception as error:
+                raise PluginFailed(plugin_name, hook_name) from error
+            if result is not None:
+                value = result
+        return value

@@ -1,0 +1,124 @@
+"""HTTP routes: thin handlers that parse, call the service, and encode.
+
+Handlers know nothing of models or plugins; `ChatService` does the work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.response import Stream
+
+from gateway.context import RequestContext, new_request_id
+from gateway.errors import GatewayError, PayloadTooLarge, internal_error
+from gateway.openapi import ChatOperation
+from gateway.registry import BackendRegistry, ModelEntry
+from gateway.responses import ModelCard, ModelList
+from gateway.service import ChatService
+
+_encode = msgspec.json.Encoder().encode
+JSON = "application/json"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _service(request: Request[Any, Any, Any]) -> ChatService:
+    return request.app.state.service  # type: ignore[no-any-return]
+
+
+def _context(request: Request[Any, Any, Any], endpoint: str) -> RequestContext:
+    context = RequestContext(request_id=new_request_id(), endpoint=endpoint, headers=dict(request.headers))
+    structlog.contextvars.bind_contextvars(request_id=context.request_id)
+    return context
+
+
+async def _body(request: Request[Any, Any, Any]) -> bytes:
+    try:
+        return await request.body()
+    except HTTPException as error:
+        if error.status_code == 413:
+            raise PayloadTooLarge(
+                f"The request body is larger than {request.app.state.config.server.max_body_bytes} bytes"
+            ) from None
+        raise
+
+
+async def _chat(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]:
+    service = _service(request)
+    context = _context(request, endpoint)
+    headers = {REQUEST_ID_HEADER: context.request_id}
+    try:
+        prepared = await service.prepare(await _body(request), context)
+        if endpoint == "bench":
+            content = _encode(await service.bench(prepared, context))
+        elif prepared.request.stream:
+            return Stream(
+                service.stream(prepared, context),
+                media_type="text/event-stream",
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        else:
+            content = _encode(await service.complete(prepared, context))
+    except Exception as error:
+        failure = error if isinstance(error, GatewayError) else internal_error()
+        context.status_code = failure.status_code
+        await service.fail(error, context)
+        failure.headers.update(headers)
+        raise failure from (None if failure is error else error)
+    return Response(content=content, media_type=JSON, headers=headers)
+
+
+@post(
+    "/v1/chat/completions", operation_class=ChatOperation, status_code=200, summary="Create a chat completion"
+)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    return await _chat(request, "chat")
+
+
+@post(
+    "/bench/chat/completions",
+    operation_class=ChatOperation,
+    status_code=200,
+    summary="Benchmark a chat completion",
+)
+async def bench_chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Exactly `max_tokens` tokens (end-of-sequence banned), no prefix cache, plus `generation_stats`."""
+    return await _chat(request, "bench")
+
+
+def _card(entry: ModelEntry) -> ModelCard:
+    return ModelCard(
+        id=entry.id,
+        created=0,
+        owned_by="gateway",
+        backend=entry.config.backend,
+        aliases=list(entry.config.aliases),
+        status=entry.status,
+    )
+
+
+def _registry(request: Request[Any, Any, Any]) -> BackendRegistry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+@get("/v1/models", summary="List the configured models")
+async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
+    cards = [_card(entry) for entry in _registry(request).entries.values()]
+    return Response(content=_encode(ModelList(data=cards)), media_type=JSON)
+
+
+@get("/v1/models/{model_id:path}", summary="Describe one model (id or alias)")
+async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
+    entry = _registry(request).resolve(model_id.lstrip("/"))
+    return Response(content=_encode(_card(entry)), media_type=JSON)
+
+
+@get("/health", summary="Liveness")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+ROUTES = [chat_completions, bench_chat_completions, list_models, get_model, health]

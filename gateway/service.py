@@ -1,0 +1,248 @@
+"""The chat-completion pipeline: hooks around a backend, independent of HTTP.
+
+Order for each request: decode -> authenticate -> normalise -> rewrite_request
+-> resolve model -> model defaults -> field support check -> load backend ->
+backend.validate -> on_request -> generate (on_chunk per chunk, route_tool_call
+between rounds) -> on_response / on_error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+import msgspec
+
+from gateway.assemble import ChoiceAccumulator, chunk_choice, stream_chunk, to_usage
+from gateway.backend import (
+    Backend,
+    GenerationChunk,
+    GenerationEnd,
+    GenerationOptions,
+    GenerationStats,
+    TokenUsage,
+)
+from gateway.config import GatewayConfig
+from gateway.context import RequestContext
+from gateway.decoding import decode_request
+from gateway.errors import BackendFailed, GatewayError, InvalidRequest
+from gateway.hooks import HookRunner
+from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
+from gateway.registry import BackendRegistry, ModelEntry
+from gateway.responses import BenchChatCompletion, ChatCompletion
+from gateway.validation import apply_model_config, check_backend_support, normalize
+
+_encode = msgspec.json.Encoder().encode
+DONE = b"data: [DONE]\n\n"
+
+
+@dataclass
+class PreparedRequest:
+    request: ChatCompletionRequest
+    entry: ModelEntry
+    backend: Backend
+    response_id: str
+    created: int
+
+
+class ChatService:
+    def __init__(self, config: GatewayConfig, registry: BackendRegistry, hooks: HookRunner) -> None:
+        self.config = config
+        self.registry = registry
+        self.hooks = hooks
+
+    async def prepare(self, body: bytes, context: RequestContext) -> PreparedRequest:
+        request = decode_request(body)
+        context.model = request.model
+        context.stream = request.stream
+        context.identity = await self.hooks.first_result(
+            "authenticate", headers=context.headers, model=request.model, context=context
+        )
+        request = normalize(request)
+        request = await self.hooks.chain("rewrite_request", "request", request, context=context)
+        request = normalize(request)
+        entry = self.registry.resolve(request.model)
+        context.model, context.backend = entry.id, entry.config.backend
+        request = apply_model_config(replace(request, model=entry.id), entry.config)
+        check_backend_support(request, self.registry.factories[entry.config.backend])
+        backend = await self.registry.backend(entry)
+        backend.validate(request)
+        await self.hooks.call_all("on_request", request=request, context=context)
+        response_id = "chatcmpl-" + context.request_id.removeprefix("req_")
+        return PreparedRequest(request, entry, backend, response_id, int(time.time()))
+
+    # --- generation, shared by every endpoint ---------------------------------------
+
+    async def generate(
+        self, prepared: PreparedRequest, context: RequestContext, options: GenerationOptions
+    ) -> AsyncIterator[GenerationChunk | GenerationEnd]:
+        """Backend events after `on_chunk`, with server-side tool rounds folded in.
+
+        Tool-call deltas are held back until the choice finishes when a plugin
+        may route tool calls: calls it runs never reach the client, the model is
+        asked again with their results, and usage is summed over rounds.
+        """
+        request = prepared.request
+        routing = self.hooks.has("route_tool_call") and request.choice_count == 1
+        usage = TokenUsage(0, 0)
+        stats: GenerationStats | None = None
+        for _round in range(self.config.server.max_tool_rounds + 1):
+            held: list[GenerationChunk] = []
+            end: GenerationEnd | None = None
+            async with aclosing(prepared.backend.generate(request, options)) as events:
+                async for event in events:
+                    if isinstance(event, GenerationEnd):
+                        end = event
+                        break
+                    chunk = self.hooks.chain_sync("on_chunk", "chunk", event, context=context)
+                    if context.timings.first_token is None:
+                        context.timings.first_token = time.perf_counter()
+                    if routing and (chunk.tool_calls or held):
+                        held.append(chunk)
+                        continue
+                    yield chunk
+            if end is None:
+                raise BackendFailed(f"backend '{prepared.backend.kind}' ended without a result")
+            usage = _add_usage(usage, end.usage)
+            stats = end.stats
+            results = await self._route_tool_calls(held, request, context) if held else None
+            if results is None:
+                for chunk in held:
+                    yield chunk
+                break
+            request = replace(request, messages=[*request.messages, *results])
+        yield GenerationEnd(usage=usage, stats=stats)
+
+    async def _route_tool_calls(
+        self, held: list[GenerationChunk], request: ChatCompletionRequest, context: RequestContext
+    ) -> list[Message] | None:
+        """Run every call of a finished choice server-side, or None if any is the client's."""
+        accumulator = ChoiceAccumulator(0, want_logprobs=False)
+        for chunk in held:
+            accumulator.add(chunk)
+        if accumulator.finish_reason != "tool_calls":
+            return None
+        calls = [
+            ToolCall(id=call.id, function=FunctionCall(call.function.name, call.function.arguments))
+            for call in accumulator.choice().message.tool_calls or ()
+        ]
+        outputs = []
+        for call in calls:
+            output = await self.hooks.first_result(
+                "route_tool_call", tool_call=call, request=request, context=context
+            )
+            if output is None:
+                return None
+            outputs.append(Message(role="tool", content=str(output), tool_call_id=call.id))
+        return [Message(role="assistant", tool_calls=calls), *outputs]
+
+    # --- endpoints ----------------------------------------------------------------
+
+    async def complete(self, prepared: PreparedRequest, context: RequestContext) -> ChatCompletion:
+        choices, end = await self._collect(
+            prepared, context, GenerationOptions(request_id=context.request_id)
+        )
+        response = ChatCompletion(
+            id=prepared.response_id,
+            created=prepared.created,
+            model=prepared.entry.id,
+            choices=choices,
+            usage=to_usage(end.usage),
+        )
+        await self._finish(response, context)
+        return response
+
+    async def bench(self, prepared: PreparedRequest, context: RequestContext) -> BenchChatCompletion:
+        if prepared.request.stream:
+            raise InvalidRequest("the bench endpoint never streams", param="stream")
+        options = GenerationOptions(bench=True, request_id=context.request_id)
+        choices, end = await self._collect(prepared, context, options)
+        if end.stats is None:
+            raise BackendFailed(f"backend '{prepared.backend.kind}' reported no generation stats")
+        usage = to_usage(end.usage)
+        await self._finish(
+            ChatCompletion(prepared.response_id, prepared.created, prepared.entry.id, choices, usage),
+            context,
+        )
+        return BenchChatCompletion(
+            id=prepared.response_id,
+            created=prepared.created,
+            model=prepared.entry.id,
+            choices=choices,
+            usage=usage,
+            generation_stats=end.stats,
+        )
+
+    async def _collect(
+        self, prepared: PreparedRequest, context: RequestContext, options: GenerationOptions
+    ) -> tuple[list, GenerationEnd]:
+        want_logprobs = bool(prepared.request.logprobs)
+        accumulators = [
+            ChoiceAccumulator(index, want_logprobs) for index in range(prepared.request.choice_count)
+        ]
+        end: GenerationEnd | None = None
+        async for event in self.generate(prepared, context, options):
+            if isinstance(event, GenerationEnd):
+                end = event
+            else:
+                accumulators[event.choice].add(event)
+        assert end is not None
+        return [accumulator.choice() for accumulator in accumulators], end
+
+    async def stream(self, prepared: PreparedRequest, context: RequestContext) -> AsyncIterator[bytes]:
+        """SSE bytes: chunks, an optional usage chunk, `[DONE]`; errors as an error event."""
+        request = prepared.request
+        include_usage = bool(request.stream_options and request.stream_options.include_usage)
+        header = (prepared.response_id, prepared.created, prepared.entry.id)
+        accumulators = [
+            ChoiceAccumulator(index, bool(request.logprobs)) for index in range(request.choice_count)
+        ]
+        started = [False] * request.choice_count
+        options = GenerationOptions(request_id=context.request_id)
+        try:
+            async for event in self.generate(prepared, context, options):
+                if isinstance(event, GenerationEnd):
+                    usage = to_usage(event.usage)
+                    if include_usage:
+                        yield _sse(stream_chunk(*header, choices=[], usage=usage))
+                    continue
+                accumulators[event.choice].add(event)
+                first = not started[event.choice]
+                started[event.choice] = True
+                yield _sse(stream_chunk(*header, choices=[chunk_choice(event, first)]))
+        except Exception as error:
+            failure = (
+                error
+                if isinstance(error, GatewayError)
+                else BackendFailed(str(error) or type(error).__name__)
+            )
+            context.status_code = failure.status_code
+            await self.fail(error, context)
+            yield b"data: " + _encode(failure.to_response()) + b"\n\n"
+            return
+        response = ChatCompletion(*header, [a.choice() for a in accumulators], usage)
+        await self._finish(response, context)
+        yield DONE
+
+    async def _finish(self, response: ChatCompletion, context: RequestContext) -> None:
+        context.timings.finished = time.perf_counter()
+        await self.hooks.call_all("on_response", response=response, context=context)
+
+    async def fail(self, error: Exception, context: RequestContext) -> None:
+        context.timings.finished = time.perf_counter()
+        await self.hooks.call_all("on_error", error=error, context=context)
+
+
+def _sse(chunk: object) -> bytes:
+    return b"data: " + _encode(chunk) + b"\n\n"
+
+
+def _add_usage(total: TokenUsage, more: TokenUsage) -> TokenUsage:
+    return TokenUsage(
+        prompt_tokens=total.prompt_tokens + more.prompt_tokens,
+        completion_tokens=total.completion_tokens + more.completion_tokens,
+        cached_tokens=total.cached_tokens + more.cached_tokens,
+        reasoning_tokens=total.reasoning_tokens + more.reasoning_tokens,
+    )

@@ -1,0 +1,129 @@
+"""Checks that span several request fields, and per-model defaults.
+
+Decoding (`gateway.protocol`) guarantees types and ranges; this module checks
+what one field cannot say alone, normalises aliases (`max_completion_tokens`),
+and applies a model's configured defaults to fields the client left unset.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from gateway.backend import Backend, unsupported_fields
+from gateway.config import ModelConfig
+from gateway.errors import InvalidRequest, UnsupportedField
+from gateway.protocol import ChatCompletionRequest, replace
+
+TOOL_CHOICE_MODES = ("none", "auto", "required")
+
+
+def normalize(request: ChatCompletionRequest) -> ChatCompletionRequest:
+    """Reject contradictions; fold `max_completion_tokens` into `max_tokens`."""
+    changes: dict[str, Any] = {}
+    if request.max_completion_tokens is not None:
+        if request.max_tokens is not None and request.max_tokens != request.max_completion_tokens:
+            raise InvalidRequest(
+                "Set either 'max_tokens' or 'max_completion_tokens', not both with different values",
+                param="max_completion_tokens",
+            )
+        changes.update(max_tokens=request.max_completion_tokens, max_completion_tokens=None)
+    if request.stream_options is not None and not request.stream:
+        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
+    if any(stop == "" for stop in request.stop_strings):
+        raise InvalidRequest("stop strings must not be empty", param="stop")
+    if request.logit_bias:
+        for key in request.logit_bias:
+            if not key.lstrip("-").isdigit() or int(key) < 0:
+                raise InvalidRequest(f"logit_bias keys must be token ids, got '{key}'", param="logit_bias")
+    if request.response_format is not None:
+        kind = request.response_format.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise InvalidRequest(
+                "response_format.type must be 'text', 'json_object' or 'json_schema'",
+                param="response_format",
+            )
+        if kind == "text":  # the default: asks for nothing
+            changes["response_format"] = None
+    _check_messages(request)
+    _check_tools(request)
+    return replace(request, **changes) if changes else request
+
+
+def _check_messages(request: ChatCompletionRequest) -> None:
+    for index, message in enumerate(request.messages):
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidRequest(
+                "messages with role 'tool' need a 'tool_call_id'",
+                param=f"messages[{index}].tool_call_id",
+            )
+
+
+def _check_tools(request: ChatCompletionRequest) -> None:
+    names = []
+    for index, tool in enumerate(request.tools or []):
+        function = tool.get("function")
+        if tool.get("type") != "function" or not isinstance(function, dict):
+            raise InvalidRequest(
+                "each tool must be {'type': 'function', 'function': {...}}", param=f"tools[{index}]"
+            )
+        if not isinstance(function.get("name"), str) or not function["name"]:
+            raise InvalidRequest("each function needs a 'name'", param=f"tools[{index}].function.name")
+        names.append(function["name"])
+    choice = request.tool_choice
+    if choice is None:
+        return
+    if isinstance(choice, str):
+        if choice not in TOOL_CHOICE_MODES:
+            raise InvalidRequest(
+                f"tool_choice must be one of {', '.join(TOOL_CHOICE_MODES)} or a named function",
+                param="tool_choice",
+            )
+        if choice == "required" and not names:
+            raise InvalidRequest("tool_choice 'required' needs 'tools'", param="tool_choice")
+        return
+    name = named_tool_choice(choice)
+    if name is None:
+        raise InvalidRequest(
+            "tool_choice must be {'type': 'function', 'function': {'name': ...}}", param="tool_choice"
+        )
+    if name not in names:
+        raise InvalidRequest(f"tool_choice names '{name}', which is not in 'tools'", param="tool_choice")
+
+
+def named_tool_choice(choice: str | dict[str, Any] | None) -> str | None:
+    """The function name a `tool_choice` object forces, if it is one."""
+    if not isinstance(choice, dict) or choice.get("type") != "function":
+        return None
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def apply_model_config(request: ChatCompletionRequest, model: ModelConfig) -> ChatCompletionRequest:
+    """Fill unset fields from the model's defaults; enforce its token ceiling."""
+    changes = {
+        name: value
+        for name, value in msgspec.structs.asdict(model.defaults).items()
+        if value is not None and getattr(request, name) is None
+    }
+    max_tokens = changes.get("max_tokens", request.max_tokens) or model.default_max_tokens
+    if model.max_tokens is not None and max_tokens > model.max_tokens:
+        if request.max_tokens is not None:
+            raise InvalidRequest(
+                f"max_tokens is {max_tokens}, above this model's limit of {model.max_tokens}",
+                param="max_tokens",
+            )
+        max_tokens = model.max_tokens
+    changes["max_tokens"] = max_tokens
+    return replace(request, **changes)
+
+
+def check_backend_support(request: ChatCompletionRequest, backend: type[Backend] | Backend) -> None:
+    """400 naming the first field the backend kind cannot honour (checked before loading)."""
+    fields = unsupported_fields(request, backend)
+    if fields:
+        raise UnsupportedField(fields[0], backend.kind)

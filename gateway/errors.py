@@ -121,5 +121,13 @@ class PluginFailed(GatewayError):
         self.hook = hook
 
 
+class ClientDisconnected(GatewayError):
+    """The client closed the connection before the answer was complete (never sent)."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+    code = "client_disconnected"
+
+
 def internal_error() -> GatewayError:
     return GatewayError("The server had an error while processing your request", code="internal_error")

@@ -8,6 +8,7 @@ between rounds) -> on_response / on_error.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -27,7 +28,7 @@ from gateway.backend import (
 from gateway.config import GatewayConfig
 from gateway.context import RequestContext
 from gateway.decoding import decode_request
-from gateway.errors import BackendFailed, GatewayError, InvalidRequest
+from gateway.errors import BackendFailed, ClientDisconnected, GatewayError, InvalidRequest
 from gateway.hooks import HookRunner
 from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
 from gateway.registry import BackendRegistry, ModelEntry
@@ -183,11 +184,12 @@ class ChatService:
             ChoiceAccumulator(index, want_logprobs) for index in range(prepared.request.choice_count)
         ]
         end: GenerationEnd | None = None
-        async for event in self.generate(prepared, context, options):
-            if isinstance(event, GenerationEnd):
-                end = event
-            else:
-                accumulators[event.choice].add(event)
+        async with aclosing(self.generate(prepared, context, options)) as events:
+            async for event in events:
+                if isinstance(event, GenerationEnd):
+                    end = event
+                else:
+                    accumulators[event.choice].add(event)
         assert end is not None
         return [accumulator.choice() for accumulator in accumulators], end
 
@@ -202,16 +204,21 @@ class ChatService:
         started = [False] * request.choice_count
         options = GenerationOptions(request_id=context.request_id)
         try:
-            async for event in self.generate(prepared, context, options):
-                if isinstance(event, GenerationEnd):
-                    usage = to_usage(event.usage)
-                    if include_usage:
-                        yield _sse(stream_chunk(*header, choices=[], usage=usage))
-                    continue
-                accumulators[event.choice].add(event)
-                first = not started[event.choice]
-                started[event.choice] = True
-                yield _sse(stream_chunk(*header, choices=[chunk_choice(event, first)]))
+            async with aclosing(self.generate(prepared, context, options)) as events:
+                async for event in events:
+                    if isinstance(event, GenerationEnd):
+                        usage = to_usage(event.usage)
+                        if include_usage:
+                            yield _sse(stream_chunk(*header, choices=[], usage=usage))
+                        continue
+                    accumulators[event.choice].add(event)
+                    first = not started[event.choice]
+                    started[event.choice] = True
+                    yield _sse(stream_chunk(*header, choices=[chunk_choice(event, first)]))
+        except (asyncio.CancelledError, GeneratorExit):
+            context.status_code = 499  # the client went away; the backend generator is closed
+            await self.fail(ClientDisconnected("the client disconnected"), context)
+            raise
         except Exception as error:
             failure = (
                 error

@@ -1,0 +1,87 @@
+"""config.toml decoding: errors name the key path and the reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway import ConfigError, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            {"models": {"llama": {"backend": "mlx", "max_tokens": "x"}}},
+            'models."llama".max_tokens: expected int',
+        ),
+        (
+            {"models": {"a/b": {"backend": "mlx", "defaults": {"temperature": 5}}}},
+            'models."a/b".defaults.temperature',
+        ),
+        ({"models": {"x": {}}}, "models.\"x\": missing required key 'backend'"),
+        ({"server": {"prot": 1}}, "server: unknown key 'prot'"),
+        ({"server": {"port": 70000}}, "server.port: expected int <= 65535"),
+        (
+            {"models": {"a": {"backend": "echo", "aliases": ["b"]}, "b": {"backend": "echo"}}},
+            '"b" is already used',
+        ),
+        (
+            {"models": {"a": {"backend": "echo", "path": "${GATEWAY_TEST_UNSET_VAR}"}}},
+            "GATEWAY_TEST_UNSET_VAR",
+        ),
+    ],
+)
+def test_errors_name_key_path_and_reason(table: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=None) as caught:
+        parse_config(table)
+    assert message in str(caught.value)
+
+
+def test_env_references_are_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_TEST_PATH", "/models/llama")
+    config = parse_config({"models": {"llama": {"backend": "mlx", "path": "${GATEWAY_TEST_PATH}"}}})
+    assert config.models["llama"].path == "/models/llama"
+
+
+def test_default_config_serves_the_seed_model_and_echo() -> None:
+    config = load_config(ROOT / "config.toml")
+    assert config.models["mlx-community/Llama-3.2-1B-Instruct-4bit"].backend == "mlx"
+    assert config.models["mlx-community/Llama-3.2-1B-Instruct-4bit"].preload is False
+    assert config.models["echo"].backend == "echo"
+
+
+def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_cli_check_config_and_models(tmp_path: Path) -> None:
+    assert gateway_cli("check-config", "config.toml").returncode == 0
+    listed = gateway_cli("models", "--config", "config.toml")
+    assert "echo  backend: echo" in listed.stdout
+    assert "aliases: llama" in listed.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[models.llama]\nbackend = "mlx"\nmax_tokens = "x"\n')
+    result = gateway_cli("check-config", str(bad))
+    assert result.returncode == 2
+    assert 'models."llama".max_tokens: expected int' in result.stderr
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text('[models.x]\nbackend = "vllm"\n')
+    result = gateway_cli("check-config", str(unknown))
+    assert result.returncode == 2 and 'unknown backend "vllm"' in result.stderr

@@ -27,12 +27,14 @@ from gateway.errors import (
     InvalidRequest,
     ModelNotFound,
     PermissionDenied,
+    PluginFailed,
     RateLimited,
     UnsupportedField,
 )
 from gateway.hookspecs import hookimpl
 from gateway.protocol import ChatCompletionRequest, Message, ToolCall, replace
 from gateway.responses import ChatCompletion
+from gateway.tools import Tool
 
 __all__ = [
     "AuthenticationFailed",
@@ -56,10 +58,12 @@ __all__ = [
     "ModelNotFound",
     "ModelSpec",
     "PermissionDenied",
+    "PluginFailed",
     "RateLimited",
     "RequestContext",
     "TokenLogprob",
     "TokenUsage",
+    "Tool",
     "ToolCall",
     "ToolCallDelta",
     "TopLogprob",

@@ -6,6 +6,10 @@ backend registry and service, kept on `app.state`.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
 from typing import Any
 
 import msgspec
@@ -16,7 +20,8 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 
-from gateway.config import GatewayConfig
+from gateway.admin import ADMIN_ROUTES, reload_config
+from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
 from gateway.hooks import HookRunner
 from gateway.openapi import add_wire_schemas
@@ -24,6 +29,7 @@ from gateway.plugins import check_plugins, default_plugin_manager
 from gateway.registry import BackendFactory, BackendRegistry
 from gateway.routes import ROUTES
 from gateway.service import ChatService
+from gateway.tools import collect_tools
 
 log = structlog.get_logger("gateway.app")
 _encode = msgspec.json.Encoder().encode
@@ -70,23 +76,44 @@ def _on_unexpected_error(_: Request[Any, Any, Any], error: Exception) -> Respons
     return _error_response(internal_error())
 
 
-def create_app(config: GatewayConfig, plugin_manager: pluggy.PluginManager | None = None) -> Litestar:
-    manager = plugin_manager or default_plugin_manager(config.plugins)
+def create_app(
+    config: GatewayConfig,
+    plugin_manager: pluggy.PluginManager | None = None,
+    *,
+    config_path: str | os.PathLike[str] | None = None,
+) -> Litestar:
+    """The gateway app. `config_path` enables reloading (SIGHUP, `POST /admin/reload`)."""
+    manager = plugin_manager or default_plugin_manager(config)
     check_plugins(manager)
     registry = BackendRegistry(config, collect_backends(manager))
+    tools = collect_tools(manager)
     hooks = HookRunner(manager)
     service = ChatService(config, registry, hooks)
+    state = State(
+        {
+            "config": config,
+            "config_path": config_path,
+            "plugin_manager": manager,
+            "registry": registry,
+            "service": service,
+        }
+    )
+    background: list[asyncio.Task[None]] = []
 
     async def startup() -> None:
-        await hooks.call_all("gateway_startup", config=config)
+        await hooks.call_all("gateway_startup", config=config, tools=tools)
         await registry.preload()
+        background.append(asyncio.create_task(_unload_idle_models(state)))
+        _reload_on_sighup(state)
 
     async def shutdown() -> None:
+        for task in background:
+            task.cancel()
         await hooks.call_all("gateway_shutdown")
         await registry.close()
 
     app = Litestar(
-        route_handlers=ROUTES,
+        route_handlers=[*ROUTES, *ADMIN_ROUTES],
         on_startup=[startup],
         on_shutdown=[shutdown],
         exception_handlers={
@@ -96,8 +123,32 @@ def create_app(config: GatewayConfig, plugin_manager: pluggy.PluginManager | Non
         },
         request_max_body_size=config.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="gateway", version="0.1.0", path="/schema"),
-        state=State({"config": config, "plugin_manager": manager, "registry": registry, "service": service}),
+        state=state,
         logging_config=None,
     )
     add_wire_schemas(app)
     return app
+
+
+async def _unload_idle_models(state: State) -> None:
+    """Once a second, unload models idle past their TTL."""
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await state.registry.unload_idle(state.config.server.model_ttl_s)
+        except Exception:  # noqa: BLE001 - keep the loop alive; the failure is logged
+            log.exception("idle unload failed")
+
+
+def _reload_on_sighup(state: State) -> None:
+    if state.config_path is None or not hasattr(signal, "SIGHUP"):
+        return
+
+    def reload() -> None:
+        with contextlib.suppress(ConfigError):  # logged; the old config stays
+            reload_config(state)
+
+    try:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, ValueError, NotImplementedError):
+        log.info("SIGHUP reload unavailable here (not the main thread); use POST /admin/reload")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,7 +34,7 @@ def serve(args: argparse.Namespace) -> None:
     config = msgspec.structs.replace(config, server=server)
     configure_logging(config.server.log_format, config.server.log_level)
     try:
-        app = create_app(config)
+        app = create_app(config, config_path=args.config)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -66,6 +67,22 @@ def models(args: argparse.Namespace) -> None:
         print(f"{model_id}  backend: {model.backend}{aliases}")
 
 
+def reload(args: argparse.Namespace) -> None:
+    import httpx
+
+    key = args.admin_key or os.environ.get("GATEWAY_ADMIN_KEY")
+    headers = {"authorization": f"Bearer {key}"} if key else {}
+    try:
+        response = httpx.post(f"{args.url.rstrip('/')}/admin/reload", headers=headers, timeout=60)
+    except httpx.HTTPError as error:
+        print(f"reload failed: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if response.status_code != 200:
+        print(f"reload refused: {response.json()['error']['message']}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"reloaded: {', '.join(response.json()['models'])}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="gateway", description="OpenAI-compatible model gateway")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     models_parser = commands.add_parser("models", help="list the configured models")
     models_parser.add_argument("--config", default=DEFAULT_CONFIG)
     models_parser.set_defaults(run=models)
+    reload_parser = commands.add_parser("reload", help="make a running server re-read its config")
+    reload_parser.add_argument("--url", default="http://127.0.0.1:8000")
+    reload_parser.add_argument("--admin-key", help="default: $GATEWAY_ADMIN_KEY")
+    reload_parser.set_defaults(run=reload)
     args = parser.parse_args(argv)
     args.run(args)
 

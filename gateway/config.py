@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import tomli
 from msgspec import Meta, Struct
+
+T = TypeVar("T")
 
 
 class ConfigError(Exception):
@@ -28,6 +30,12 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     log_format: str = "auto"  # "json", "console" or "auto" (console on a terminal)
     log_level: str = "info"
     max_tool_rounds: Annotated[int, Meta(ge=0)] = 4
+    # Bytes ("24GiB", 25769803776) or a share of RAM ("75%") that loaded models may use.
+    memory_budget: int | str | None = None
+    # Unload a model idle this long (seconds); 0 keeps models loaded. Per-model `ttl_s` wins.
+    model_ttl_s: Annotated[float, Meta(ge=0)] = 0.0
+    # Required as a Bearer token on /admin/* when set; unset, /admin/* answers loopback clients only.
+    admin_key: str | None = None
 
 
 class PluginsConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -37,6 +45,13 @@ class PluginsConfig(Struct, frozen=True, forbid_unknown_fields=True):
     modules: list[str] = []
     disabled: list[str] = []
     settings: dict[str, dict[str, Any]] = {}
+
+    def settings_for(self, name: str, type_: type[T]) -> T:
+        """Decode `[plugins.settings.<name>]` (empty if absent) into a plugin's own Struct.
+
+        Errors name the key path, e.g. `plugins.settings.auth.keys[0].key: expected str, got int`.
+        """
+        return _convert(self.settings.get(name, {}), type_, _join("plugins.settings", name))
 
 
 class SamplingDefaults(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -67,6 +82,12 @@ class ModelConfig(Struct, forbid_unknown_fields=True):
     path: str | None = None
     aliases: list[str] = []
     preload: bool = False
+    pin: bool = False  # never evicted to make room, never unloaded for idleness
+    ttl_s: Annotated[float, Meta(ge=0)] | None = None
+    memory_bytes: Annotated[int, Meta(ge=0)] | None = None  # overrides the backend's estimate
+    max_concurrency: Annotated[int, Meta(ge=1)] | None = None  # requests generating at once
+    max_queue: Annotated[int, Meta(ge=0)] = 256  # requests waiting beyond that; more get 429
+    queue_timeout_s: Annotated[float, Meta(gt=0)] = 120.0
     max_tokens: Annotated[int, Meta(ge=1)] | None = None
     default_max_tokens: Annotated[int, Meta(ge=1)] = 512
     defaults: SamplingDefaults = SamplingDefaults()
@@ -78,9 +99,19 @@ class GatewayConfig(Struct, forbid_unknown_fields=True):
     plugins: PluginsConfig = PluginsConfig()
     models: dict[str, ModelConfig] = {}
 
+    def memory_budget_bytes(self) -> int | None:
+        return parse_bytes(self.server.memory_budget, "server.memory_budget")
+
+    def model_id(self, name: str) -> str | None:
+        """The configured model id for a model id or alias; None if no model has that name."""
+        if name in self.models:
+            return name
+        return next((model_id for model_id, model in self.models.items() if name in model.aliases), None)
+
     def with_models(self, models: dict[str, ModelConfig]) -> GatewayConfig:
         config = msgspec.structs.replace(self, models=models)
         config.check_aliases()
+        config.memory_budget_bytes()
         return config
 
     def check_aliases(self) -> None:
@@ -92,6 +123,23 @@ class GatewayConfig(Struct, forbid_unknown_fields=True):
                         f'models."{model_id}".aliases: "{name}" is already used by "{seen[name]}"'
                     )
                 seen[name] = model_id
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(value: int | str | None, key: str) -> int | None:
+    """`25769803776`, `"24GiB"`, `"512MB"` or `"75%"` (of physical memory) as bytes."""
+    if value is None or isinstance(value, int):
+        return value
+    text = value.strip().lower().replace(" ", "")
+    if text.endswith("%"):
+        share = float(text[:-1]) / 100
+        return int(share * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    match = re.fullmatch(r"([0-9.]+)([a-z]*)", text)
+    if not match or match.group(2) not in _UNITS:
+        raise ConfigError(f'{key}: expected bytes like "24GiB", "512MB" or "75%", got "{value}"')
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
 
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -124,8 +172,8 @@ def _describe(error: msgspec.ValidationError, prefix: str) -> str:
     """Turn msgspec's 'Expected `int`, got `str` - at `$.a.b`' into 'prefix.a.b: expected int, got str'."""
     reason, _, where = str(error).partition(" - at `")
     path = prefix
-    for key in re.findall(r"\.([A-Za-z0-9_-]+)", where.rstrip("`").removeprefix("$")):
-        path = _join(path, key)
+    for key, index in re.findall(r"\.([A-Za-z0-9_-]+)|(\[\d+\])", where.rstrip("`").removeprefix("$")):
+        path = _join(path, key) if key else path + index
     reason = reason.replace("`", "").replace("Expected", "expected")
     unknown = re.fullmatch(r"Object contains unknown field (.+)", reason)
     missing = re.fullmatch(r"Object missing required field (.+)", reason)

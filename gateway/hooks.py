@@ -55,7 +55,7 @@ class HookRunner:
     async def _call(self, hook_name: str, impl: _Impl, kwargs: dict[str, Any]) -> Any:
         plugin_name, function, argnames = impl
         if _TRACE:
-            log.debug("hook call", hook=hook_name, plugin=plugin_name)
+            log.info("hook call", hook=hook_name, plugin=plugin_name)
         try:
             result = function(**{name: kwargs[name] for name in argnames})
             if inspect.isawaitable(result):
@@ -74,6 +74,18 @@ class HookRunner:
             if result is not None:
                 results.append(result)
         return results
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Every implementation, even after one fails: a failure is logged, not raised.
+
+        For hooks that observe a failure already on its way to the client, so a
+        broken observer cannot replace the real error (or silence the others).
+        """
+        for impl in self.implementations(hook_name):
+            try:
+                await self._call(hook_name, impl, kwargs)
+            except Exception as error:
+                log.error("hook failed", hook=hook_name, plugin=impl[0], exc_info=error)
 
     async def first_result(self, hook_name: str, **kwargs: Any) -> Any:
         """Implementations in order until one returns something other than None."""
@@ -94,6 +106,8 @@ class HookRunner:
     def chain_sync(self, hook_name: str, value_name: str, value: Any, **kwargs: Any) -> Any:
         """`chain` for sync-only hooks on the hot path (no awaiting, no coroutine)."""
         for plugin_name, function, argnames in self.implementations(hook_name):
+            if _TRACE:
+                log.info("hook call", hook=hook_name, plugin=plugin_name)
             arguments = {value_name: value, **kwargs}
             try:
                 result = function(**{name: arguments[name] for name in argnames})

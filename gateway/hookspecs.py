@@ -14,7 +14,7 @@ Conventions, for all hooks:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from gateway.context import Identity, RequestContext
     from gateway.protocol import ChatCompletionRequest, ToolCall
     from gateway.responses import ChatCompletion
+    from gateway.tools import Tool
 
 PROJECT = "gateway"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -47,10 +48,27 @@ def register_backends(register: Callable[[str, Callable[..., Any]], None]) -> No
 
 
 @hookspec
-def gateway_startup(config: GatewayConfig) -> None:
+def register_tools(register: Callable[..., None]) -> None:
+    """Offer server-side tools, which the built-in `tools` plugin gives to models.
+
+    :param register: call `register(name, function, description="", parameters=None)`;
+        `function(**arguments)` may be `def` (run in a worker thread) or `async def`
+        and returns the result: text, or anything JSON-encodable. `parameters`
+        is the JSON schema of its arguments (default: none).
+    :return: nothing.
+
+    Called once at app creation, for every plugin. Sync only. A name registered
+    twice is a `ConfigError`. Which model may use which tool is config
+    (`[plugins.settings.tools]`), never the tool's own decision.
+    """
+
+
+@hookspec
+def gateway_startup(config: GatewayConfig, tools: Mapping[str, Tool]) -> None:
     """The server is starting, before the first request.
 
     :param config: the loaded gateway config.
+    :param tools: every tool offered through `register_tools`, by name.
     :return: nothing.
 
     Called for every plugin. Async allowed.

@@ -8,22 +8,34 @@ There is no global plugin manager. `create_app` builds one with
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import inspect
 import os
 from collections.abc import Iterable
-from types import ModuleType
 
 import pluggy
 
 from gateway import hookspecs
-from gateway.config import ConfigError, PluginsConfig
+from gateway.config import ConfigError, GatewayConfig, PluginsConfig
 
 ENTRY_POINT_GROUP = "gateway"
 
-# Built-in behaviour is itself a set of plugins, registered first (so they run last).
+# Built-in behaviour is itself a set of plugins, registered first (so they run after
+# every user plugin). Listed in registration order: per-request hooks run bottom-up,
+# so `auth` runs first and `request_log` sees the outcome of all the others.
 BUILTIN_PLUGINS: dict[str, str] = {
     "echo": "backends.echo",
     "mlx": "backends.mlx.plugin",
+    "request_log": "plugins.request_log",
+    "redact": "plugins.redact",
+    "calculator": "plugins.calculator",
+    "tools": "plugins.tools",
+    "rewrite": "plugins.rewrite",
+    "auth": "plugins.auth",
 }
+
+# Hooks on the hot path or at app creation: an `async def` implementation is a mistake.
+SYNC_ONLY_HOOKS = ("register_backends", "register_tools", "on_chunk")
 
 
 def new_plugin_manager() -> pluggy.PluginManager:
@@ -38,36 +50,87 @@ def disabled_names(config: PluginsConfig) -> set[str]:
     return set(config.disabled) | {name.strip() for name in from_env.split(",") if name.strip()}
 
 
+def instantiate(name: str, target: object, config: GatewayConfig) -> object | None:
+    """The plugin object to register for `target` (a module or any object).
+
+    A target with `make_plugin(config)` is a factory: its result is registered
+    instead (None: nothing to register, e.g. a plugin with nothing configured).
+    That is how a plugin gets per-app state and its `[plugins.settings.<name>]`.
+    """
+    factory = getattr(target, "make_plugin", None)
+    if factory is None:
+        return target
+    try:
+        return factory(config)
+    except ConfigError:
+        raise
+    except Exception as error:
+        raise ConfigError(
+            f"plugins: plugin '{name}' failed to start: {type(error).__name__}: {error}"
+        ) from error
+
+
+def register_plugin(manager: pluggy.PluginManager, name: str, target: object, config: GatewayConfig) -> None:
+    plugin = instantiate(name, target, config)
+    if plugin is None:
+        return
+    try:
+        manager.register(plugin, name=name)
+    except pluggy.PluginValidationError as error:
+        raise ConfigError(f"plugins: {error}") from None
+
+
 def register_modules(
-    manager: pluggy.PluginManager, modules: Iterable[tuple[str, str]], disabled: set[str]
+    manager: pluggy.PluginManager, modules: Iterable[tuple[str, str]], config: GatewayConfig
 ) -> None:
     """Import and register `(name, module path)` pairs, skipping disabled names."""
     for name, module_path in modules:
-        if name in disabled or manager.has_plugin(name):
+        if manager.is_blocked(name) or manager.has_plugin(name):
             continue
         try:
-            module: ModuleType = importlib.import_module(module_path)
+            module = importlib.import_module(module_path)
         except ImportError as error:
             raise ConfigError(f"plugins: cannot import plugin module '{module_path}': {error}") from None
-        manager.register(module, name=name)
+        register_plugin(manager, name, module, config)
 
 
-def default_plugin_manager(config: PluginsConfig) -> pluggy.PluginManager:
+def register_entry_points(manager: pluggy.PluginManager, config: GatewayConfig) -> None:
+    """Plugins installed as packages: `[project.entry-points.gateway] name = "module"`."""
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if manager.is_blocked(entry_point.name) or manager.has_plugin(entry_point.name):
+            continue
+        try:
+            target = entry_point.load()
+        except Exception as error:
+            raise ConfigError(
+                f"plugins: cannot load entry point '{entry_point.name}' ({entry_point.value}): {error}"
+            ) from None
+        register_plugin(manager, entry_point.name, target, config)
+
+
+def default_plugin_manager(config: GatewayConfig) -> pluggy.PluginManager:
     """Built-ins, then entry-point plugins, then `plugins.modules` from config."""
     manager = new_plugin_manager()
-    disabled = disabled_names(config)
-    for name in disabled:
+    for name in disabled_names(config.plugins):
         manager.set_blocked(name)
-    register_modules(manager, BUILTIN_PLUGINS.items(), disabled)
-    manager.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    register_modules(manager, ((path, path) for path in config.modules), disabled)
+    register_modules(manager, BUILTIN_PLUGINS.items(), config)
+    register_entry_points(manager, config)
+    register_modules(manager, ((path, path) for path in config.plugins.modules), config)
     check_plugins(manager)
     return manager
 
 
 def check_plugins(manager: pluggy.PluginManager) -> None:
-    """A misspelled hook implementation is an error at start-up, not silence."""
+    """A misspelled or `async` hook implementation is an error at start-up, not silence."""
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
         raise ConfigError(f"plugins: {error}") from None
+    for hook_name in SYNC_ONLY_HOOKS:
+        for impl in getattr(manager.hook, hook_name).get_hookimpls():
+            function = impl.function
+            if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
+                raise ConfigError(
+                    f"plugins: plugin '{impl.plugin_name}' implements '{hook_name}' with 'async def'; "
+                    "that hook is sync only"
+                )

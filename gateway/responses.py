@@ -6,7 +6,7 @@ null-valued field ever reaches a client in a stream delta.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from msgspec import UNSET, Struct, UnsetType
 
@@ -121,6 +121,11 @@ class ModelCard(Struct):
     backend: str
     aliases: list[str]
     status: Literal["unloaded", "loading", "loaded", "failed"]
+    pinned: bool = False
+    memory_bytes: int = 0
+    active_requests: int = 0
+    queued_requests: int = 0
+    backend_stats: dict[str, Any] = {}
     object: Literal["model"] = "model"
 
 

@@ -5,6 +5,7 @@ Handlers know nothing of models or plugins; `ChatService` does the work.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import msgspec
@@ -55,8 +56,10 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         if endpoint == "bench":
             content = _encode(await service.bench(prepared, context))
         elif prepared.request.stream:
+            events = service.stream(prepared, context)
+            weakref.finalize(events, prepared.lease.release)  # even if never iterated
             return Stream(
-                service.stream(prepared, context),
+                events,
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
             )
@@ -89,7 +92,8 @@ async def bench_chat_completions(request: Request[Any, Any, Any]) -> Response[An
     return await _chat(request, "bench")
 
 
-def _card(entry: ModelEntry) -> ModelCard:
+def model_card(entry: ModelEntry) -> ModelCard:
+    stats = getattr(entry.backend, "stats", None)
     return ModelCard(
         id=entry.id,
         created=0,
@@ -97,6 +101,11 @@ def _card(entry: ModelEntry) -> ModelCard:
         backend=entry.config.backend,
         aliases=list(entry.config.aliases),
         status=entry.status,
+        pinned=entry.config.pin,
+        memory_bytes=entry.memory_bytes,
+        active_requests=entry.active,
+        queued_requests=entry.admission.queued,
+        backend_stats=stats() if stats is not None else {},
     )
 
 
@@ -106,14 +115,14 @@ def _registry(request: Request[Any, Any, Any]) -> BackendRegistry:
 
 @get("/v1/models", summary="List the configured models")
 async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
-    cards = [_card(entry) for entry in _registry(request).entries.values()]
+    cards = [model_card(entry) for entry in _registry(request).entries.values()]
     return Response(content=_encode(ModelList(data=cards)), media_type=JSON)
 
 
 @get("/v1/models/{model_id:path}", summary="Describe one model (id or alias)")
 async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
     entry = _registry(request).resolve(model_id.lstrip("/"))
-    return Response(content=_encode(_card(entry)), media_type=JSON)
+    return Response(content=_encode(model_card(entry)), media_type=JSON)
 
 
 @get("/health", summary="Liveness")

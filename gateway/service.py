@@ -1,9 +1,9 @@
 """The chat-completion pipeline: hooks around a backend, independent of HTTP.
 
 Order for each request: decode -> authenticate -> normalise -> rewrite_request
--> resolve model -> model defaults -> field support check -> load backend ->
-backend.validate -> on_request -> generate (on_chunk per chunk, route_tool_call
-between rounds) -> on_response / on_error.
+-> resolve model -> allowed-models check -> model defaults -> field support
+check -> load backend -> backend.validate -> on_request -> generate (on_chunk
+per chunk, route_tool_call between rounds) -> on_response / on_error.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from gateway.backend import (
     TokenUsage,
 )
 from gateway.config import GatewayConfig
-from gateway.context import RequestContext
+from gateway.context import Identity, RequestContext
 from gateway.decoding import decode_request
-from gateway.errors import BackendFailed, ClientDisconnected, GatewayError, InvalidRequest
+from gateway.errors import BackendFailed, ClientDisconnected, GatewayError, InvalidRequest, PermissionDenied
 from gateway.hooks import HookRunner
 from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
-from gateway.registry import BackendRegistry, ModelEntry
+from gateway.registry import BackendRegistry, Lease, ModelEntry
 from gateway.responses import BenchChatCompletion, ChatCompletion
 from gateway.validation import apply_model_config, check_backend_support, normalize
 
@@ -41,11 +41,17 @@ DONE = b"data: [DONE]\n\n"
 
 @dataclass
 class PreparedRequest:
+    """A request ready to generate; it holds `lease` until generation ends."""
+
     request: ChatCompletionRequest
     entry: ModelEntry
-    backend: Backend
+    lease: Lease
     response_id: str
     created: int
+
+    @property
+    def backend(self) -> Backend:
+        return self.lease.backend
 
 
 class ChatService:
@@ -66,13 +72,18 @@ class ChatService:
         request = normalize(request)
         entry = self.registry.resolve(request.model)
         context.model, context.backend = entry.id, entry.config.backend
+        _check_allowed(context.identity, request.model, entry.id)
         request = apply_model_config(replace(request, model=entry.id), entry.config)
-        check_backend_support(request, self.registry.factories[entry.config.backend])
-        backend = await self.registry.backend(entry)
-        backend.validate(request)
-        await self.hooks.call_all("on_request", request=request, context=context)
+        check_backend_support(request, self.registry.factory(entry))
+        lease = await self.registry.acquire(entry)
+        try:
+            lease.backend.validate(request)
+            await self.hooks.call_all("on_request", request=request, context=context)
+        except BaseException:
+            lease.release()
+            raise
         response_id = "chatcmpl-" + context.request_id.removeprefix("req_")
-        return PreparedRequest(request, entry, backend, response_id, int(time.time()))
+        return PreparedRequest(request, entry, lease, response_id, int(time.time()))
 
     # --- generation, shared by every endpoint ---------------------------------------
 
@@ -85,6 +96,16 @@ class ChatService:
         may route tool calls: calls it runs never reach the client, the model is
         asked again with their results, and usage is summed over rounds.
         """
+        try:
+            async with aclosing(self._rounds(prepared, context, options)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            prepared.lease.release()
+
+    async def _rounds(
+        self, prepared: PreparedRequest, context: RequestContext, options: GenerationOptions
+    ) -> AsyncIterator[GenerationChunk | GenerationEnd]:
         request = prepared.request
         routing = self.hooks.has("route_tool_call") and request.choice_count == 1
         usage = TokenUsage(0, 0)
@@ -98,6 +119,8 @@ class ChatService:
                         end = event
                         break
                     chunk = self.hooks.chain_sync("on_chunk", "chunk", event, context=context)
+                    if chunk is not event and _is_empty(chunk):
+                        continue  # a plugin holds this piece back (e.g. to see a whole word)
                     if context.timings.first_token is None:
                         context.timings.first_token = time.perf_counter()
                     if routing and (chunk.tool_calls or held):
@@ -215,6 +238,8 @@ class ChatService:
                     first = not started[event.choice]
                     started[event.choice] = True
                     yield _sse(stream_chunk(*header, choices=[chunk_choice(event, first)]))
+            response = ChatCompletion(*header, [a.choice() for a in accumulators], usage)
+            await self._finish(response, context)  # inside `try`: a failing hook ends the stream cleanly
         except (asyncio.CancelledError, GeneratorExit):
             context.status_code = 499  # the client went away; the backend generator is closed
             await self.fail(ClientDisconnected("the client disconnected"), context)
@@ -229,8 +254,6 @@ class ChatService:
             await self.fail(error, context)
             yield b"data: " + _encode(failure.to_response()) + b"\n\n"
             return
-        response = ChatCompletion(*header, [a.choice() for a in accumulators], usage)
-        await self._finish(response, context)
         yield DONE
 
     async def _finish(self, response: ChatCompletion, context: RequestContext) -> None:
@@ -238,8 +261,21 @@ class ChatService:
         await self.hooks.call_all("on_response", response=response, context=context)
 
     async def fail(self, error: Exception, context: RequestContext) -> None:
+        """Tell `on_error` observers; one that raises is logged, never replaces `error`."""
         context.timings.finished = time.perf_counter()
-        await self.hooks.call_all("on_error", error=error, context=context)
+        await self.hooks.notify("on_error", error=error, context=context)
+
+
+def _check_allowed(identity: Identity | None, name: str, model_id: str) -> None:
+    """403 unless the caller's identity allows the model, by id or by the alias it used."""
+    if identity is None or "*" in identity.allowed_models:
+        return
+    if name not in identity.allowed_models and model_id not in identity.allowed_models:
+        raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
+
+
+def _is_empty(chunk: GenerationChunk) -> bool:
+    return not (chunk.text or chunk.reasoning or chunk.tool_calls or chunk.logprobs or chunk.finish_reason)
 
 
 def _sse(chunk: object) -> bytes:

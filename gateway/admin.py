@@ -1,0 +1,95 @@
+"""Operator endpoints: load and unload a model, reload config.toml.
+
+Guarded by `server.admin_key` (a Bearer token) when set; otherwise only
+loopback clients may call them.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response, post
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied
+from gateway.registry import BackendRegistry
+from gateway.routes import JSON, model_card
+
+log = structlog.get_logger("gateway.admin")
+_encode = msgspec.json.Encoder().encode
+_LOOPBACK = ("127.", "::1", "localhost", "testclient")
+
+
+class ModelBusy(GatewayError):
+    status_code = 409
+    error_type = "invalid_request_error"
+    code = "model_busy"
+
+
+def _check_admin(request: Request[Any, Any, Any]) -> None:
+    key = request.app.state.config.server.admin_key
+    if key is None:
+        host = request.client.host if request.client else ""
+        if not host.startswith(_LOOPBACK):
+            raise PermissionDenied(
+                "admin endpoints answer loopback clients only unless server.admin_key is set",
+                code="admin_only",
+            )
+        return
+    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), key.encode()):
+        raise AuthenticationFailed("a valid admin key is required", code="invalid_admin_key")
+
+
+def _registry(request: Request[Any, Any, Any]) -> BackendRegistry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+@post("/admin/load/{model_id:path}", status_code=200, summary="Load a model now")
+async def load_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
+    _check_admin(request)
+    entry = _registry(request).resolve(model_id.lstrip("/"))
+    await _registry(request).backend(entry)
+    return Response(content=_encode(model_card(entry)), media_type=JSON)
+
+
+@post("/admin/unload/{model_id:path}", status_code=200, summary="Unload an idle model")
+async def unload_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
+    _check_admin(request)
+    entry = _registry(request).resolve(model_id.lstrip("/"))
+    if entry.active:
+        raise ModelBusy(f"model '{entry.id}' is serving {entry.active} requests; retry when idle")
+    await _registry(request).unload(entry)
+    return Response(content=_encode(model_card(entry)), media_type=JSON)
+
+
+@post("/admin/reload", status_code=200, summary="Re-read the config file")
+async def reload(request: Request[Any, Any, Any]) -> Response[Any]:
+    _check_admin(request)
+    try:
+        config = reload_config(request.app.state)
+    except ConfigError as error:
+        raise InvalidRequest(f"config not reloaded: {error}", code="invalid_config") from None
+    return Response(content=_encode({"models": sorted(config.models)}), media_type=JSON)
+
+
+def reload_config(state: Any) -> GatewayConfig:
+    """Re-read the config file into the running app; on error the old config stays."""
+    path = state.config_path
+    if path is None:
+        raise ConfigError("this server was started without a config file")
+    try:
+        config = load_config(path)
+        state.registry.reconfigure(config)
+    except ConfigError as error:
+        log.error("config reload rejected; keeping the old config", path=str(path), error=str(error))
+        raise
+    state.config = state.service.config = config
+    log.info("config reloaded", path=str(path), models=sorted(config.models))
+    return config
+
+
+ADMIN_ROUTES = [load_model, unload_model, reload]

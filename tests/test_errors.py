@@ -85,7 +85,11 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
 
 
 def test_field_the_backend_cannot_honour_is_named(client: openai.OpenAI) -> None:
-    for field, value in [("logprobs", True), ("presence_penalty", 0.5), ("response_format", {"type": "json_object"})]:
+    for field, value in [
+        ("logprobs", True),
+        ("presence_penalty", 0.5),
+        ("response_format", {"type": "json_object"}),
+    ]:
         with pytest.raises(openai.BadRequestError) as caught:
             client.chat.completions.create(model="echo", messages=USER, **{field: value})  # type: ignore[call-overload]
         assert caught.value.param == field
@@ -114,7 +118,9 @@ def test_server_stays_up_after_errors(client: openai.OpenAI, echo_server: str) -
     for _ in range(3):
         post(echo_server, content=b"not json")
         post(echo_server, {"model": "broken", "messages": USER * 3})
-    assert client.chat.completions.create(model="echo", messages=USER).choices[0].message.content == "hi there"
+    assert (
+        client.chat.completions.create(model="echo", messages=USER).choices[0].message.content == "hi there"
+    )
 
 
 def test_unknown_route_and_method_use_openai_errors(echo_server: str) -> None:

@@ -12,9 +12,9 @@ from litestar import Litestar
 
 
 @contextmanager
-def running_server(app: Litestar) -> Iterator[str]:
-    """Serve `app` on 127.0.0.1:<free port>; yields the base URL (`http://127.0.0.1:PORT`)."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", access_log=False)
+def running_server(app: Litestar, port: int = 0) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1:<port> (default: a free one); yields `http://127.0.0.1:PORT`."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,0 +1,192 @@
+"""The model-facing half of the engine: chunked prefill and the batched decode step.
+
+`Prefill` runs one job's prompt through the model a chunk at a time (so rows
+already decoding wait for one chunk, not a whole prompt), then samples each row's
+first token from the shared last position: n choices are prefilled once and the
+KV cache is fanned out to n rows by the cache's own `merge`.
+
+`DecodeBatch` holds the running rows with a batched KV cache (mlx-lm's
+`BatchKVCache` & co., which left-pad rows of different lengths; a lone row keeps
+the plain per-sequence cache, which decodes a little faster), a
+`SamplerBatch`, and the tokens sampled but not yet emitted. Its step is
+pipelined like `mlx_lm.generate_step`: the next step's graph is built on the
+still-computing tokens and started with `async_eval` before the previous tokens
+are read back, so Python's per-token work overlaps the model's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import mlx.core as mx
+from mlx import nn
+from mlx_lm.models.cache import make_prompt_cache
+
+from backends.mlx.jobs import Job, Row
+from backends.mlx.sampling import RowSpec, Sampled, SamplerBatch
+
+# Extra per-row data for a token: (logprob of the sampled token, top (id, logprob)s).
+Extra = tuple[float, list[tuple[int, float]] | None]
+
+
+def can_batch(cache: Sequence[Any]) -> bool:
+    """Whether every layer cache of this model can be merged into a batch cache."""
+    return all(callable(getattr(type(layer), "merge", None)) for layer in cache)
+
+
+class LogprobPart(NamedTuple):
+    """Logprob arrays of some rows of one sampling call (rows by identity, so the
+    batch may be filtered or extended before they are read)."""
+
+    rows: list[Row]
+    sampled: Sampled
+
+    def read(self, into: dict[Row, Extra]) -> None:
+        logprobs = self.sampled.logprobs.tolist()
+        ids = self.sampled.top_ids.tolist() if self.sampled.top_ids is not None else None
+        values = self.sampled.top_logprobs.tolist() if self.sampled.top_logprobs is not None else None
+        for index, row in enumerate(self.rows):
+            top = None
+            if ids is not None and row.params.top_logprobs > 0:
+                count = row.params.top_logprobs
+                top = list(zip(ids[index][:count], values[index][:count]))
+            into[row] = (logprobs[index], top)
+
+
+def _parts(rows: Sequence[Row], sampled: Sampled) -> list[LogprobPart]:
+    if not sampled.logprob_rows:
+        return []
+    return [LogprobPart([rows[index] for index in sampled.logprob_rows], sampled)]
+
+
+class Prefill:
+    """One job's prompt processing in chunks of `step_size` tokens.
+
+    `rows` are the job's rows this prefill admits: all of them when the model's
+    cache can be batched (prefill once, fan out), else one row at a time.
+    """
+
+    def __init__(self, model: nn.Module, job: Job, rows: list[Row], step_size: int) -> None:
+        self.model = model
+        self.job = job
+        self.rows = rows
+        self.step_size = step_size
+        self.cache = make_prompt_cache(model)
+        self.position = 0
+
+    def step(self) -> mx.array | None:
+        """Process the next chunk; returns the next-token logits `[1, V]` after the last.
+
+        All but the last prompt token go through in chunks (their logits are never
+        computed: only the cache is evaluated); the last token alone gives the logits.
+        """
+        prompt = self.job.prompt
+        body = len(prompt) - 1
+        if self.position < body:
+            end = min(self.position + self.step_size, body)
+            self.model(mx.array(prompt[self.position : end])[None], cache=self.cache)
+            mx.eval([layer.state for layer in self.cache])
+            self.position = end
+            if self.position < body:
+                return None
+        logits = self.model(mx.array(prompt[-1:])[None], cache=self.cache)
+        self.position = len(prompt)
+        return logits[:, -1, :]
+
+    def finish(self, logits: mx.array, vocab_size: int) -> tuple[list[Any], SamplerBatch, Sampled]:
+        """Fan the cache out to the rows and sample each row's first token.
+
+        A single row keeps the plain per-sequence cache (cheapest to decode alone).
+        """
+        specs = [RowSpec(row.params, row.choice, self.job.prompt) for row in self.rows]
+        sampler = SamplerBatch(vocab_size, specs)
+        rows = len(self.rows)
+        sampled = sampler.sample(mx.broadcast_to(logits, (rows, logits.shape[-1])) if rows > 1 else logits)
+        cache = self.cache
+        if rows > 1:
+            cache = to_batch(cache, rows)
+        mx.eval(sampled.arrays(), [layer.state for layer in cache])
+        return cache, sampler, sampled
+
+
+def to_batch(cache: list[Any], copies: int = 1) -> list[Any]:
+    """A per-sequence cache as a batch cache of `copies` identical rows."""
+    return [type(layer).merge([layer] * copies) for layer in cache]
+
+
+class DecodeBatch:
+    """The running rows; every row advances one token per `step`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._clear()
+
+    def _clear(self) -> None:
+        self.rows: list[Row] = []
+        self.cache: list[Any] = []
+        self.single = True  # the cache is a plain per-sequence one (one row)
+        self.sampler: SamplerBatch | None = None
+        self.tokens: mx.array | None = None  # sampled, neither emitted nor fed yet
+        self.parts: list[LogprobPart] = []  # logprobs of `tokens`
+        self.steps = 0
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, rows: list[Row], cache: list[Any], sampler: SamplerBatch, sampled: Sampled) -> None:
+        """Add prefilled rows; their first tokens are emitted by the next `step`."""
+        if not self.rows:
+            self.cache, self.sampler, self.tokens = cache, sampler, sampled.tokens
+            self.single = len(rows) == 1
+            self.parts = []
+        else:
+            if self.single:
+                self.cache, self.single = to_batch(self.cache), False
+            if len(rows) == 1:
+                cache = to_batch(cache)
+            for mine, theirs in zip(self.cache, cache):
+                mine.extend(theirs)
+            self.sampler.extend(sampler)
+            self.tokens = mx.concatenate([self.tokens, sampled.tokens])
+        self.parts += _parts(rows, sampled)
+        self.rows = self.rows + rows
+
+    def remove(self, gone: set[Row]) -> None:
+        """Drop rows (finished or cancelled) from the cache, sampler and pending tokens."""
+        keep = [index for index, row in enumerate(self.rows) if row not in gone]
+        if len(keep) == len(self.rows):
+            return
+        if not keep:
+            self._clear()
+            return
+        index = mx.array(keep, dtype=mx.int32)
+        if len(keep) == 1 and all(hasattr(layer, "extract") for layer in self.cache):
+            # back to the cheaper per-sequence cache
+            self.cache, self.single = [layer.extract(keep[0]) for layer in self.cache], True
+        else:
+            for layer in self.cache:
+                layer.filter(index)
+        self.sampler.filter(keep)
+        self.tokens = self.tokens[index]
+        self.rows = [self.rows[i] for i in keep]
+
+    def step(self) -> tuple[list[Row], list[int], dict[Row, Extra]]:
+        """Start the next token of every row; return the previous one, read back.
+
+        Returns the rows, their tokens, and logprob extras for rows that asked.
+        """
+        rows, pending, parts = self.rows, self.tokens, self.parts
+        logits = self.model(pending[:, None], cache=self.cache)[:, -1, :]
+        sampled = self.sampler.sample(logits)
+        mx.async_eval(*sampled.arrays())
+        self.tokens = sampled.tokens
+        self.parts = _parts(rows, sampled)
+        self.steps += 1
+        if self.steps % 256 == 0:
+            mx.clear_cache()
+        tokens = pending.tolist()
+        extras: dict[Row, Extra] = {}
+        for part in parts:
+            part.read(extras)
+        return rows, tokens, extras

@@ -1,0 +1,319 @@
+"""One thread owns all MLX work of a model; the event loop talks to it through a queue.
+
+The thread runs a continuous-batching loop. Each turn it
+
+1. takes every message off its inbox: new jobs queue up, a cancelled job's rows
+   leave the batch at once (so they are freed before the next decode step),
+   calls (load, unload) run;
+2. runs one prefill chunk of the oldest waiting job, if it fits the batch
+   (a finished prefill joins the batch with its first tokens);
+3. runs one decode step of the batch and feeds each row's token to its output
+   pipeline (text, stop strings, tool calls), retiring finished rows;
+4. sends each job the events of this turn with one `call_soon_threadsafe` per
+   event loop.
+
+The event loop is never blocked by MLX: `submit`/`cancel`/`call` only enqueue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import mlx.core as mx
+import structlog
+from mlx import nn
+from mlx_lm.models.cache import make_prompt_cache
+from mlx_lm.utils import maybe_set_recommended_wired_limit
+
+from backends.mlx.batch import DecodeBatch, Extra, Prefill, can_batch
+from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
+from backends.mlx.output import TokenStep
+from gateway.errors import BackendUnavailable
+
+log = structlog.get_logger("backends.mlx.engine")
+
+_STOP = object()
+
+
+class Engine:
+    """The model's thread: `start`, then `call` (e.g. to load), `submit`, `cancel`, `stop`."""
+
+    def __init__(self, *, max_batch_size: int = 16, prefill_step_size: int = 512, name: str = "mlx") -> None:
+        self.max_batch_size = max_batch_size
+        self.prefill_step_size = prefill_step_size
+        self.model: nn.Module | None = None
+        self.vocab_size = 0
+        self.batched = True  # whether the model's cache merges rows into one batch
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
+        self._waiting: deque[tuple[Job, list[Row]]] = deque()
+        self._prefill: Prefill | None = None
+        self._batch: DecodeBatch | None = None
+        self._dirty: list[Job] = []
+
+    # --- the event loop's side --------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def call(self, function: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        """Run `function(*args)` on the engine thread, between steps."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._inbox.put(("call", function, args, future))
+        return future
+
+    def submit(self, job: Job) -> None:
+        self._inbox.put(("submit", job))
+
+    def cancel(self, job: Job) -> None:
+        """Stop a job (client gone); its rows leave the batch before the next step."""
+        self._inbox.put(("cancel", job))
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """End the thread; jobs still running get a `BackendUnavailable` error."""
+        if self._thread.is_alive():
+            self._inbox.put(_STOP)
+            self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stats(self) -> dict[str, int]:
+        """A racy but harmless snapshot for status pages (read from any thread)."""
+        batch = self._batch
+        return {
+            "running_rows": len(batch.rows) if batch is not None else 0,
+            "waiting_requests": len({id(job) for job, _ in tuple(self._waiting)}),
+            "prefilling": int(self._prefill is not None),
+            "max_batch_size": self.max_batch_size,
+        }
+
+    # --- loading, on the engine thread ------------------------------------------------
+
+    def attach(self, model: nn.Module) -> None:
+        """Use `model` from now on (call on the engine thread, e.g. via `call`).
+
+        One warm-up token measures the vocabulary (the logits' width, which may
+        exceed the tokenizer's) and tells whether the model's cache can batch.
+        """
+        if mx.metal.is_available():  # keep the weights wired on Apple silicon, as mlx-lm does
+            maybe_set_recommended_wired_limit()
+        cache = make_prompt_cache(model)
+        logits = model(mx.array([[0]]), cache=cache)
+        mx.eval(logits)
+        self.model = model
+        self.vocab_size = int(logits.shape[-1])
+        self.batched = can_batch(cache)
+        self._batch = DecodeBatch(model)
+
+    def detach(self) -> None:
+        self._fail_all(BackendUnavailable("the model was unloaded"))
+        self.model = None
+        self._batch = None
+
+    # --- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            if not self._take_messages():
+                break
+            if self.model is not None:
+                try:
+                    self._turn()
+                except Exception as error:  # keep the thread alive: fail what was running
+                    log.exception("engine turn failed")
+                    self._fail_all(error)
+            self._flush()
+        self._fail_all(BackendUnavailable("the model was unloaded"))
+        self._flush()
+
+    def _busy(self) -> bool:
+        return bool(self._waiting or self._prefill or (self._batch and len(self._batch)))
+
+    def _take_messages(self) -> bool:
+        """Handle every queued message (waiting for one when idle); False on stop."""
+        block = not self._busy()
+        while True:
+            try:
+                message = self._inbox.get(block=block)
+            except queue.Empty:
+                return True
+            block = False
+            if message is _STOP:
+                return False
+            kind = message[0]
+            if kind == "submit":
+                self._admit(message[1])
+            elif kind == "cancel":
+                self._cancel(message[1])
+            elif kind == "call":
+                _, function, args, future = message
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(function(*args))
+                    except Exception as error:  # noqa: BLE001 - handed to the caller
+                        future.set_exception(error)
+
+    def _admit(self, job: Job) -> None:
+        if self.model is None:
+            self._post(job, BackendUnavailable("the model is not loaded"))
+            job.done = True
+            return
+        if self.batched:
+            self._waiting.append((job, job.rows))
+        else:
+            self._waiting.extend((job, [row]) for row in job.rows)
+
+    def _cancel(self, job: Job) -> None:
+        """Forget a job at once: its rows leave the batch before the next step."""
+        job.cancelled = True
+        self._waiting = deque(item for item in self._waiting if item[0] is not job)
+        if self._prefill is not None and self._prefill.job is job:
+            self._prefill = None
+        if self._batch is not None:
+            self._batch.remove(set(job.rows))
+        job.outbox.clear()
+        job.done = True
+
+    def _turn(self) -> None:
+        batch = self._batch
+        assert batch is not None
+        self._prefill_step()
+        if len(batch):
+            try:
+                rows, tokens, extras = batch.step()
+            except Exception as error:  # the batch's state is unknown now: start afresh
+                log.exception("decode step failed")
+                self._fail_rows(list(batch.rows), error)
+                self._batch = DecodeBatch(self.model)
+                return
+            finished = self._emit(rows, tokens, extras)
+            if finished:
+                batch.remove(finished)
+
+    def _prefill_step(self) -> None:
+        """Run one chunk of the current prefill, starting the next waiting one if it fits."""
+        batch = self._batch
+        while self._waiting and self._waiting[0][0].done:  # a failed job's remaining rows
+            self._waiting.popleft()
+        if self._prefill is None:
+            if not self._waiting:
+                return
+            job, rows = self._waiting[0]
+            fits = len(batch) + len(rows) <= self.max_batch_size
+            if len(batch) and not (self.batched and fits):
+                return
+            self._waiting.popleft()
+            if not job.timings.prefill_started:
+                job.timings.prefill_started = time.perf_counter()
+                if job.bench:
+                    mx.reset_peak_memory()
+            self._prefill = Prefill(self.model, job, rows, self.prefill_step_size)
+        prefill = self._prefill
+        try:
+            logits = prefill.step()
+            if logits is None:
+                return
+            self._prefill = None
+            cache, sampler, sampled = prefill.finish(logits, self.vocab_size)
+        except Exception as error:
+            log.exception("prefill failed")
+            self._prefill = None
+            self._fail_rows(prefill.job.rows, error)
+            return
+        prefill.job.timings.prefill_finished = time.perf_counter()
+        batch.join(prefill.rows, cache, sampler, sampled)
+
+    def _emit(self, rows: list[Row], tokens: list[int], extras: dict[Row, Extra]) -> set[Row]:
+        """Feed one token to each row's output; returns the rows that finished."""
+        finished: set[Row] = set()
+        now = time.perf_counter()
+        for row, token in zip(rows, tokens):
+            job = row.job
+            if job.done:
+                finished.add(row)
+                continue
+            if not job.timings.first_token:
+                job.timings.first_token = now
+            row.generated += 1
+            if token in job.eos_ids:
+                self._finish(row, "stop")
+                finished.add(row)
+                continue
+            extra = extras.get(row)
+            try:
+                chunk = row.output.feed(TokenStep(token, *extra) if extra else TokenStep(token))
+                if chunk is not None:
+                    self._post(job, chunk)
+                if row.output.stopped:
+                    self._finish(row, "stop")
+                    finished.add(row)
+                elif row.generated >= job.max_tokens:
+                    self._finish(row, "length")
+                    finished.add(row)
+            except Exception as error:  # one request's output failed: end that request only
+                log.exception("output pipeline failed")
+                self._fail_rows([row], error)
+                finished.update(job.rows)
+        return finished
+
+    def _finish(self, row: Row, reason: str) -> None:
+        row.finished = True
+        job = row.job
+        self._post(job, row.output.finish(reason))  # type: ignore[arg-type]
+        job.rows_left -= 1
+        if job.rows_left == 0:
+            job.timings.finished = time.perf_counter()
+            peak = mx.get_peak_memory() if job.bench else 0
+            self._post(job, JobDone(len(job.prompt), job.completion_tokens, job.timings, peak))
+            job.done = True
+
+    # --- failures and delivery ----------------------------------------------------------
+
+    def _fail_rows(self, rows: list[Row], error: BaseException) -> None:
+        for job in {row.job: None for row in rows}:
+            if not job.done:
+                self._post(job, error)
+                job.done = True
+
+    def _fail_all(self, error: BaseException) -> None:
+        rows: list[Row] = []
+        if self._batch is not None:
+            rows += self._batch.rows
+            self._batch = DecodeBatch(self.model) if self.model is not None else None
+        if self._prefill is not None:
+            rows += self._prefill.job.rows
+            self._prefill = None
+        for job, job_rows in self._waiting:
+            rows += job_rows
+        self._waiting.clear()
+        self._fail_rows(rows, error)
+
+    def _post(self, job: Job, event: Event) -> None:
+        if not job.outbox:
+            self._dirty.append(job)
+        job.outbox.append(event)
+
+    def _flush(self) -> None:
+        """Deliver this turn's events: one `call_soon_threadsafe` per event loop."""
+        if not self._dirty:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for job in self._dirty:
+            if job.outbox and not job.cancelled:
+                by_loop.setdefault(job.loop, []).append((job.queue, job.outbox))
+            job.outbox = []
+        self._dirty = []
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(deliver, batch)
+            except RuntimeError:  # the loop is closed: nobody is listening
+                pass

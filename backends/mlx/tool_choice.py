@@ -1,0 +1,96 @@
+"""`tool_choice` without constrained decoding: steer the prompt, check the result.
+
+Until grammar-constrained decoding exists the model cannot be forced to call a
+tool, so the backend does what it can and never passes silently:
+- "none": tools are left out of the prompt (`prompt.py`), tool parsing is off and
+  the tool-call start token is banned when it is a single token;
+- a named function: the prompt shows only that tool;
+- "required" or a named function: a choice that ends without the demanded call
+  (or calls another function) fails the request with `ToolChoiceNotMet`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.backend import GenerationChunk
+from gateway.errors import BackendFailed, InvalidRequest
+from gateway.protocol import ChatCompletionRequest, replace
+
+TOOL_CHOICE_MODES = ("none", "auto", "required")
+
+
+class ToolChoiceNotMet(BackendFailed):
+    """The model ignored a forcing `tool_choice` (no constrained decoding yet)."""
+
+    code = "tool_choice_not_met"
+
+
+def check_tool_choice(request: ChatCompletionRequest) -> None:
+    choice = request.tool_choice
+    if choice is None:
+        return
+    names = [tool.get("function", {}).get("name") for tool in request.tools or ()]
+    if isinstance(choice, str):
+        if choice not in TOOL_CHOICE_MODES:
+            raise InvalidRequest(
+                "tool_choice must be 'none', 'auto', 'required' or a named function", param="tool_choice"
+            )
+        if choice == "required" and not names:
+            raise InvalidRequest("tool_choice 'required' needs 'tools'", param="tool_choice")
+        return
+    name = _named(choice)
+    if name is None:
+        raise InvalidRequest(
+            "tool_choice must be {'type': 'function', 'function': {'name': ...}}", param="tool_choice"
+        )
+    if name not in names:
+        raise InvalidRequest(f"tool_choice names '{name}', which is not in 'tools'", param="tool_choice")
+
+
+def _named(choice: Any) -> str | None:
+    if not isinstance(choice, dict) or choice.get("type") != "function":
+        return None
+    function = choice.get("function")
+    name = function.get("name") if isinstance(function, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def forced_tool(request: ChatCompletionRequest) -> str | None:
+    """`"*"` when any call is required, the function's name when one is named, else None."""
+    if not request.tools:
+        return None
+    if request.tool_choice == "required":
+        return "*"
+    return _named(request.tool_choice)
+
+
+def prompt_request(request: ChatCompletionRequest, forced: str | None) -> ChatCompletionRequest:
+    """With a named tool_choice the model is shown only that tool: the best we can
+    do to steer it without constrained decoding."""
+    if forced is None or forced == "*":
+        return request
+    tools = [tool for tool in request.tools or () if tool.get("function", {}).get("name") == forced]
+    return replace(request, tools=tools)
+
+
+def enforce_tool_choice(forced: str, chunk: GenerationChunk, calls: list[str]) -> None:
+    """Fail loudly when a choice ends without the call `tool_choice` demands."""
+    what = "a tool call" if forced == "*" else f"a call to '{forced}'"
+    wrong = [name for name in calls if forced != "*" and name != forced]
+    if calls and not wrong:
+        return
+    made = f"called {', '.join(repr(n) for n in calls)}" if calls else "made no tool call"
+    raise ToolChoiceNotMet(
+        f"tool_choice requires {what}, but the model {made} (choice {chunk.choice}, finish_reason "
+        f"'{chunk.finish_reason}'); the mlx backend cannot force tool calls yet (no constrained decoding)",
+        param="tool_choice",
+    )
+
+
+def single_token(tokenizer: Any, text: str | None) -> int | None:
+    """The id of `text` when the tokenizer has it as exactly one token."""
+    if not text:
+        return None
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    return int(ids[0]) if len(ids) == 1 else None

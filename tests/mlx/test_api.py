@@ -1,0 +1,363 @@
+"""The MLX backend end to end: a real server, the official openai client, offline models.
+
+Scripted models say a known script greedily whatever the prompt (see
+`tests.support.mlx_scripted`), so every field's effect can be asserted exactly;
+the tiny random llama covers sampling (seeds, n).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+pytest.importorskip("mlx.core")
+
+from backends.mlx import plugin as mlx_plugin
+from gateway import create_app, parse_config
+from gateway.plugins import new_plugin_manager
+from tests.support.mlx_models import CALL_PARIS, RUNNER_UP, expected_logprobs, script_info
+from tests.support.server import running_server
+
+SCRIPTED = ("plain", "reasoning", "tool_call", "two_tool_calls", "stop", "endless")
+USER = [{"role": "user", "content": "Hi!"}]
+NO_THINKING = {"enable_thinking": False}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def model_paths(scripted_model: Callable[[str], Path], tiny_llama_path: Path) -> dict[str, Path]:
+    return {"tiny": tiny_llama_path, **{name: scripted_model(name) for name in SCRIPTED}}
+
+
+@pytest.fixture(scope="module")
+def mlx_app(model_paths: dict[str, Path]) -> Any:
+    # Scripted models answer greedily unless a test asks otherwise (their runner-up
+    # token is likely enough to be sampled at temperature 1).
+    greedy = {"temperature": 0.0}
+    models = {
+        name: {"backend": "mlx", "path": str(path), "defaults": greedy if name in SCRIPTED else {}}
+        for name, path in model_paths.items()
+    }
+    models["small-context"] = {
+        "backend": "mlx",
+        "path": str(model_paths["plain"]),
+        "options": {"max_context": 40},
+        "defaults": greedy,
+    }
+    manager = new_plugin_manager()
+    manager.register(mlx_plugin, name="mlx")
+    return create_app(parse_config({"models": models}), manager)
+
+
+@pytest.fixture(scope="module")
+def server(mlx_app: Any) -> Iterator[str]:
+    with running_server(mlx_app) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+
+
+def engine_rows(app: Any, model: str) -> int:
+    backend = app.state.registry.entries[model].backend
+    engine = backend._engine
+    return engine.call(lambda: len(engine._batch)).result(timeout=30)
+
+
+# --- content, reasoning, stop -------------------------------------------------------
+
+
+def test_plain_answer_usage_and_finish(client: openai.OpenAI, model_paths: dict[str, Path]) -> None:
+    completion = client.chat.completions.create(model="plain", messages=USER, extra_body=NO_THINKING)
+    choice = completion.choices[0]
+    assert choice.message.content == "Hello there!"
+    assert choice.finish_reason == "stop"
+    usage = completion.usage
+    assert usage.completion_tokens == len(script_info(model_paths["plain"])["tokens"])  # EOS included
+    assert usage.prompt_tokens > 0 and usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_reasoning_is_split_from_content(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="reasoning", messages=USER)
+    message = completion.choices[0].message
+    assert message.content == "Hi!"
+    assert message.model_extra["reasoning_content"] == "The user greets me."
+    assert completion.usage.completion_tokens_details.reasoning_tokens == 6  # 5 tokens + </think>
+
+    stream = client.chat.completions.create(model="reasoning", messages=USER, stream=True)
+    reasoning, content = "", ""
+    for chunk in stream:
+        delta = chunk.choices[0].delta
+        reasoning += (delta.model_extra or {}).get("reasoning_content") or ""
+        content += delta.content or ""
+    assert (reasoning, content) == ("The user greets me.", "Hi!")
+
+
+@pytest.mark.parametrize("stop", [", three", [" four", ", three"]])
+def test_stop_strings_in_stream_and_not(client: openai.OpenAI, stop: Any) -> None:
+    completion = client.chat.completions.create(
+        model="stop", messages=USER, stop=stop, extra_body=NO_THINKING
+    )
+    assert completion.choices[0].message.content == "Counting: one, two"
+    assert completion.choices[0].finish_reason == "stop"
+    stream = client.chat.completions.create(
+        model="stop", messages=USER, stop=stop, stream=True, extra_body=NO_THINKING
+    )
+    chunks = list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Counting: one, two"
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_max_tokens_cuts_with_length(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="endless", messages=USER, max_tokens=7, extra_body=NO_THINKING
+    )
+    assert completion.choices[0].message.content == "la" * 7
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == 7
+
+
+def test_max_context_is_enforced(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="small-context", messages=USER, max_tokens=30)
+    assert caught.value.body["param"] == "max_tokens"
+    assert "maximum context length is 40" in caught.value.body["message"]
+
+
+# --- logprobs ---------------------------------------------------------------------------
+
+
+def test_logprobs_shape_and_values(client: openai.OpenAI, model_paths: dict[str, Path]) -> None:
+    vocab = script_info(model_paths["plain"])["vocab_size"]
+    want = expected_logprobs(vocab)
+    completion = client.chat.completions.create(
+        model="plain", messages=USER, logprobs=True, top_logprobs=2, extra_body=NO_THINKING
+    )
+    content = completion.choices[0].logprobs.content
+    assert [entry.token for entry in content] == ["Hello", " there", "!"]
+    for entry in content:
+        assert entry.logprob == pytest.approx(want.successor, abs=1e-4)
+        assert len(entry.top_logprobs) == 2
+        assert entry.top_logprobs[0].token == entry.token
+        assert entry.top_logprobs[1].token == RUNNER_UP
+        assert entry.top_logprobs[1].logprob == pytest.approx(want.runner_up, abs=1e-4)
+        assert entry.bytes == list(entry.token.encode())
+
+
+# --- tools ------------------------------------------------------------------------------
+
+
+def rebuild_stream(stream: Any) -> tuple[dict[int, dict[str, str]], str | None]:
+    calls: dict[int, dict[str, str]] = {}
+    finish = None
+    for chunk in stream:
+        choice = chunk.choices[0]
+        finish = choice.finish_reason or finish
+        for delta in choice.delta.tool_calls or ():
+            call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            call["id"] += delta.id or ""
+            call["name"] += (delta.function.name if delta.function else None) or ""
+            call["arguments"] += (delta.function.arguments if delta.function else None) or ""
+    return calls, finish
+
+
+def test_tool_call_streamed_equals_non_streamed(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(model="tool_call", messages=USER, tools=[WEATHER])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    (call,) = choice.message.tool_calls
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == json.loads(CALL_PARIS)["arguments"]
+    assert not choice.message.content
+
+    calls, finish = rebuild_stream(
+        client.chat.completions.create(model="tool_call", messages=USER, tools=[WEATHER], stream=True)
+    )
+    assert finish == "tool_calls"
+    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
+        (call.function.name, json.loads(call.function.arguments))
+    ]
+    assert calls[0]["id"]
+
+
+def test_parallel_tool_calls_false_keeps_one_call(client: openai.OpenAI) -> None:
+    tools = [WEATHER, TIME]
+    both = client.chat.completions.create(model="two_tool_calls", messages=USER, tools=tools)
+    assert [c.function.name for c in both.choices[0].message.tool_calls] == ["get_weather", "get_time"]
+    one = client.chat.completions.create(
+        model="two_tool_calls", messages=USER, tools=tools, parallel_tool_calls=False
+    )
+    assert [c.function.name for c in one.choices[0].message.tool_calls] == ["get_weather"]
+
+
+def test_tool_choice_none_never_calls(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="tool_call", messages=USER, tools=[WEATHER], tool_choice="none", max_tokens=4
+    )
+    choice = completion.choices[0]
+    assert not choice.message.tool_calls
+    assert choice.finish_reason == "length"
+
+
+def test_tool_choice_required_and_named(client: openai.OpenAI) -> None:
+    ok = client.chat.completions.create(
+        model="tool_call", messages=USER, tools=[WEATHER], tool_choice="required"
+    )
+    assert ok.choices[0].message.tool_calls[0].function.name == "get_weather"
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    ok = client.chat.completions.create(
+        model="tool_call", messages=USER, tools=[WEATHER, TIME], tool_choice=named
+    )
+    assert ok.choices[0].message.tool_calls[0].function.name == "get_weather"
+
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(
+            model="plain", messages=USER, tools=[WEATHER], tool_choice="required", extra_body=NO_THINKING
+        )
+    assert caught.value.body["code"] == "tool_choice_not_met"
+    assert "made no tool call" in caught.value.body["message"]
+
+    other = {"type": "function", "function": {"name": "get_time"}}
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(
+            model="tool_call", messages=USER, tools=[WEATHER, TIME], tool_choice=other
+        )
+    assert "'get_weather'" in caught.value.body["message"]
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tool_call", messages=USER, tools=[WEATHER], tool_choice=other)
+    assert caught.value.body["param"] == "tool_choice"
+
+
+def test_tool_result_follow_up_turn(client: openai.OpenAI) -> None:
+    messages = [
+        *USER,
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
+    ]
+    completion = client.chat.completions.create(
+        model="plain", messages=messages, tools=[WEATHER], extra_body=NO_THINKING
+    )
+    assert completion.choices[0].message.content == "Hello there!"
+
+
+# --- sampling ---------------------------------------------------------------------------
+
+
+def test_seeded_sampling_reproduces_and_n_choices_differ(client: openai.OpenAI) -> None:
+    def ask(**fields: Any) -> list[str]:
+        completion = client.chat.completions.create(
+            model="tiny", messages=USER, max_tokens=12, temperature=1.0, extra_body=NO_THINKING, **fields
+        )
+        return [c.message.content or "" for c in completion.choices]
+
+    first = ask(seed=11, n=3)
+    assert len(first) == 3 and len(set(first)) == 3
+    assert ask(seed=11, n=3) == first
+    assert ask(seed=11) == first[:1]
+    assert ask(seed=12) != first[:1]
+
+
+def test_sampling_fields_are_accepted_and_change_output(client: openai.OpenAI) -> None:
+    def ask(**fields: Any) -> str:
+        completion = client.chat.completions.create(
+            model="tiny",
+            messages=USER,
+            max_tokens=16,
+            seed=3,
+            extra_body={**NO_THINKING, **fields.pop("extra", {})},
+            **fields,
+        )
+        return completion.choices[0].message.content or ""
+
+    greedy = ask(temperature=0)
+    assert ask(temperature=0) == greedy
+    assert ask(temperature=0, frequency_penalty=2.0) != greedy
+    assert ask(temperature=0, presence_penalty=2.0) != greedy
+    assert ask(temperature=0, extra={"repetition_penalty": 1.8, "repetition_context_size": 64}) != greedy
+    assert ask(temperature=1.0, top_p=0.0001) == greedy  # only the best token survives
+    assert ask(temperature=1.0, extra={"top_k": 1}) == greedy
+    assert ask(temperature=1.0, extra={"min_p": 1.0}) == greedy
+
+
+def test_logit_bias_forces_and_is_checked(client: openai.OpenAI, tiny_tokenizer: Any) -> None:
+    (token,) = tiny_tokenizer.encode("ing", add_special_tokens=False)
+    completion = client.chat.completions.create(
+        model="tiny",
+        messages=USER,
+        max_tokens=3,
+        temperature=0,
+        logit_bias={str(token): 100},
+        extra_body=NO_THINKING,
+    )
+    assert completion.choices[0].message.content == "ing" * 3
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=USER, logit_bias={"99999": 5})
+    assert caught.value.body["param"] == "logit_bias"
+
+
+def test_response_format_is_refused_by_name(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="tiny", messages=USER, response_format={"type": "json_object"})
+    assert caught.value.body["param"] == "response_format"
+
+
+# --- bench and disconnects --------------------------------------------------------------
+
+
+def test_bench_generates_exactly_max_tokens(server: str) -> None:
+    body = {"model": "plain", "messages": USER, "max_tokens": 20, "stop": ["there"], "enable_thinking": False}
+    reply = httpx.post(f"{server}/bench/chat/completions", json=body, timeout=60).json()
+    assert reply["usage"]["completion_tokens"] == 20
+    stats = reply["generation_stats"]
+    assert stats["generation_tokens"] == 20 and stats["prompt_tokens"] == reply["usage"]["prompt_tokens"]
+    assert stats["prompt_tps"] > 0 and stats["generation_tps"] > 0 and stats["peak_memory_bytes"] > 0
+    assert 0 <= stats["queue_ms"] <= stats["ttft_ms"] <= stats["total_ms"]
+    assert reply["choices"][0]["finish_reason"] == "length"
+
+
+def test_closed_stream_frees_the_rows(client: openai.OpenAI, mlx_app: Any) -> None:
+    stream = client.chat.completions.create(
+        model="endless", messages=USER, max_tokens=100_000, stream=True, extra_body=NO_THINKING
+    )
+    for index, _ in enumerate(stream):
+        if index == 5:
+            break
+    stream.close()
+    deadline = time.monotonic() + 10
+    while engine_rows(mlx_app, "endless") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert engine_rows(mlx_app, "endless") == 0

@@ -10,7 +10,8 @@ user message `call <name> <json arguments>` makes the model call that tool;
 after a `tool` message it answers `tool <name> said: <result>`.
 
 Options (`[models.x.options]`): `delay_ms` per token, `fail_after_tokens` to
-simulate an engine failure mid-stream.
+simulate an engine failure mid-stream, `echo_system` to answer with the system
+prompt instead (to see what prompt-rewriting plugins send).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from gateway.protocol import ChatCompletionRequest
 class EchoOptions(Struct, forbid_unknown_fields=True):
     delay_ms: Annotated[float, Meta(ge=0)] = 0.0
     fail_after_tokens: Annotated[int, Meta(ge=0)] | None = None
+    echo_system: bool = False
 
 
 class EchoBackend:
@@ -78,7 +80,7 @@ class EchoBackend:
         prompt_tokens = sum(len(message.text().split()) + 1 for message in request.messages)
         limit = request.max_tokens or 16
         call = _tool_call(request)
-        words = [] if call else _reply_words(request, limit if options.bench else None)
+        words = [] if call else _reply_words(request, limit if options.bench else None, self.options)
         completion_tokens = 0
         first_token: float | None = None
         for choice in range(request.choice_count):
@@ -121,9 +123,12 @@ class EchoBackend:
         yield GenerationEnd(usage=usage, stats=_stats(usage, started, first_token) if options.bench else None)
 
 
-def _reply_words(request: ChatCompletionRequest, exact: int | None) -> list[str]:
+def _reply_words(request: ChatCompletionRequest, exact: int | None, options: EchoOptions) -> list[str]:
     last = request.messages[-1]
-    if last.role == "tool":
+    if options.echo_system:
+        system = [m.text() for m in request.messages if m.role in ("system", "developer")]
+        text = " ".join(system) or "(no system prompt)"
+    elif last.role == "tool":
         text = f"tool {_called_name(request, last.tool_call_id)} said: {last.text()}"
     else:
         text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "") or "(empty)"

@@ -9,6 +9,7 @@ nothing of HTTP: the gateway turns these events into OpenAI responses.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -150,17 +151,25 @@ class Backend(Protocol):
 _UNSET_VALUES: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}
 
 
+def _asks_for_something(name: str, value: Any) -> bool:
+    return not (value is None or value == _UNSET_VALUES.get(name) or value == [] or value == {})
+
+
 def set_fields(request: ChatCompletionRequest) -> list[str]:
     """Names of the request fields that carry a value asking for something."""
-    names = []
-    for name in request.__struct_fields__:
-        value = getattr(request, name)
-        if value is None or value == _UNSET_VALUES.get(name) or value == [] or value == {}:
-            continue
-        names.append(name)
-    return names
+    return [name for name in request.__struct_fields__ if _asks_for_something(name, getattr(request, name))]
+
+
+@functools.cache
+def _unsupported_names(supported: frozenset[str]) -> tuple[str, ...]:
+    """The request fields a backend does not honour, in declaration order (once per backend kind)."""
+    allowed = CORE_FIELDS | supported
+    return tuple(name for name in ChatCompletionRequest.__struct_fields__ if name not in allowed)
 
 
 def unsupported_fields(request: ChatCompletionRequest, backend: type[Backend] | Backend) -> list[str]:
-    allowed = CORE_FIELDS | backend.supported_fields
-    return [name for name in set_fields(request) if name not in allowed]
+    return [
+        name
+        for name in _unsupported_names(frozenset(backend.supported_fields))
+        if _asks_for_something(name, getattr(request, name))
+    ]

@@ -2,8 +2,9 @@
 
 pluggy has no async support: an `async def` implementation returns a coroutine,
 which is never None, so `firstresult` would stop at it unawaited. These helpers
-call each implementation in pluggy's order, await awaitable results, and decide
-after awaiting. A failure is reported with the plugin's name.
+call each implementation in pluggy's order, await the results of `async def`
+implementations, and decide after awaiting. A failure is reported with the
+plugin's name.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gateway.errors import GatewayError, PluginFailed
 log = structlog.get_logger("gateway.hooks")
 _TRACE = os.environ.get("GATEWAY_TRACE_HOOKS", "") not in ("", "0")
 
-_Impl = tuple[str, Callable[..., Any], tuple[str, ...]]
+_Impl = tuple[str, Callable[..., Any], tuple[str, ...], bool]  # name, function, arguments, async
 
 
 class HookRunner:
@@ -43,7 +44,7 @@ class HookRunner:
         if order is None:
             caller = getattr(self.plugin_manager.hook, hook_name)
             order = [
-                (impl.plugin_name, impl.function, tuple(impl.argnames))
+                (impl.plugin_name, impl.function, tuple(impl.argnames), _is_async(impl.function))
                 for impl in reversed(caller.get_hookimpls())
             ]
             self._order[hook_name] = order
@@ -52,25 +53,37 @@ class HookRunner:
     def has(self, hook_name: str) -> bool:
         return bool(self.implementations(hook_name))
 
-    async def _call(self, hook_name: str, impl: _Impl, kwargs: dict[str, Any]) -> Any:
-        plugin_name, function, argnames = impl
+    def _start(self, hook_name: str, impl: _Impl, kwargs: dict[str, Any]) -> Any:
+        """Call one implementation: its result, or for an `async def` its coroutine."""
+        plugin_name, function, argnames, _ = impl
         if _TRACE:
             log.info("hook call", hook=hook_name, plugin=plugin_name)
         try:
-            result = function(**{name: kwargs[name] for name in argnames})
-            if inspect.isawaitable(result):
-                result = await result
+            return function(**{name: kwargs[name] for name in argnames})
         except GatewayError:
             raise
         except Exception as error:
             raise PluginFailed(plugin_name, hook_name) from error
-        return result
+
+    async def _settle(self, hook_name: str, impl: _Impl, coroutine: Any) -> Any:
+        try:
+            return await coroutine
+        except GatewayError:
+            raise
+        except Exception as error:
+            raise PluginFailed(impl[0], hook_name) from error
+
+    async def _call(self, hook_name: str, impl: _Impl, kwargs: dict[str, Any]) -> Any:
+        result = self._start(hook_name, impl, kwargs)
+        return await self._settle(hook_name, impl, result) if impl[3] else result
 
     async def call_all(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Every implementation, in order; the non-None results."""
         results = []
         for impl in self.implementations(hook_name):
-            result = await self._call(hook_name, impl, kwargs)
+            result = self._start(hook_name, impl, kwargs)  # sync ones cost no coroutine
+            if impl[3]:
+                result = await self._settle(hook_name, impl, result)
             if result is not None:
                 results.append(result)
         return results
@@ -90,7 +103,9 @@ class HookRunner:
     async def first_result(self, hook_name: str, **kwargs: Any) -> Any:
         """Implementations in order until one returns something other than None."""
         for impl in self.implementations(hook_name):
-            result = await self._call(hook_name, impl, kwargs)
+            result = self._start(hook_name, impl, kwargs)
+            if impl[3]:
+                result = await self._settle(hook_name, impl, result)
             if result is not None:
                 return result
         return None
@@ -98,23 +113,22 @@ class HookRunner:
     async def chain(self, hook_name: str, value_name: str, value: Any, **kwargs: Any) -> Any:
         """Each implementation gets the previous one's result as `value_name`."""
         for impl in self.implementations(hook_name):
-            result = await self._call(hook_name, impl, {value_name: value, **kwargs})
+            result = self._start(hook_name, impl, {value_name: value, **kwargs})
+            if impl[3]:
+                result = await self._settle(hook_name, impl, result)
             if result is not None:
                 value = result
         return value
 
     def chain_sync(self, hook_name: str, value_name: str, value: Any, **kwargs: Any) -> Any:
         """`chain` for sync-only hooks on the hot path (no awaiting, no coroutine)."""
-        for plugin_name, function, argnames in self.implementations(hook_name):
-            if _TRACE:
-                log.info("hook call", hook=hook_name, plugin=plugin_name)
-            arguments = {value_name: value, **kwargs}
-            try:
-                result = function(**{name: arguments[name] for name in argnames})
-            except GatewayError:
-                raise
-            except Exception as error:
-                raise PluginFailed(plugin_name, hook_name) from error
+        for impl in self.implementations(hook_name):
+            result = self._start(hook_name, impl, {value_name: value, **kwargs})
             if result is not None:
                 value = result
         return value
+
+
+def _is_async(function: Callable[..., Any]) -> bool:
+    """Decided once per implementation: `async def` results are awaited, plain results are not."""
+    return inspect.iscoroutinefunction(function)

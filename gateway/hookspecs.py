@@ -153,7 +153,8 @@ def on_chunk(chunk: GenerationChunk, context: RequestContext) -> GenerationChunk
     :param chunk: the next `GenerationChunk` of one choice (text, reasoning,
         tool-call and logprob deltas, finish reason).
     :param context: the request's context.
-    :return: a replacement chunk, or None to keep it.
+    :return: a replacement chunk, or None to keep it. A replacement that carries
+        nothing is not sent, so a plugin may hold text back and release it later.
 
     Chained, for every chunk, in stream, non-stream and bench mode alike (a
     non-streamed answer is assembled from the same chunks). Sync only: it runs
@@ -170,7 +171,8 @@ def on_response(response: ChatCompletion, context: RequestContext) -> None:
     :param context: the request's context (timings in `context.timings`).
     :return: nothing.
 
-    Called for every plugin, once per successful request. Async allowed.
+    Called for every plugin, once per successful request. Async allowed. Raising
+    turns the answer into an error (for a stream, an error event instead of `[DONE]`).
     """
 
 
@@ -182,5 +184,6 @@ def on_error(error: Exception, context: RequestContext) -> None:
     :param context: the request's context.
     :return: nothing.
 
-    Called for every plugin, once per failed request. Async allowed.
+    Called for every plugin, once per failed request. Async allowed. An
+    implementation that raises is logged and skipped: it never replaces `error`.
     """

@@ -26,6 +26,7 @@ ENTRY_POINT_GROUP = "gateway"
 BUILTIN_PLUGINS: dict[str, str] = {
     "echo": "backends.echo",
     "mlx": "backends.mlx.plugin",
+    "openai": "backends.upstream.plugin",
     "request_log": "plugins.request_log",
     "redact": "plugins.redact",
     "calculator": "plugins.calculator",
@@ -104,7 +105,7 @@ def register_entry_points(manager: pluggy.PluginManager, config: GatewayConfig) 
         except Exception as error:
             raise ConfigError(
                 f"plugins: cannot load entry point '{entry_point.name}' ({entry_point.value}): {error}"
-            ) from None
+            ) from error
         register_plugin(manager, entry_point.name, target, config)
 
 

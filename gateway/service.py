@@ -64,12 +64,16 @@ class ChatService:
         request = decode_request(body)
         context.model = request.model
         context.stream = request.stream
-        context.identity = await self.hooks.first_result(
-            "authenticate", headers=context.headers, model=request.model, context=context
-        )
+        hooks = self.hooks  # `has` checks skip the hook machinery where no plugin listens
+        if hooks.has("authenticate"):
+            context.identity = await hooks.first_result(
+                "authenticate", headers=context.headers, model=request.model, context=context
+            )
         request = normalize(request)
-        request = await self.hooks.chain("rewrite_request", "request", request, context=context)
-        request = normalize(request)
+        if hooks.has("rewrite_request"):
+            rewritten = await hooks.chain("rewrite_request", "request", request, context=context)
+            if rewritten is not request:
+                request = normalize(rewritten)
         entry = self.registry.resolve(request.model)
         context.model, context.backend = entry.id, entry.config.backend
         _check_allowed(context.identity, request.model, entry.id)
@@ -78,7 +82,8 @@ class ChatService:
         lease = await self.registry.acquire(entry)
         try:
             lease.backend.validate(request)
-            await self.hooks.call_all("on_request", request=request, context=context)
+            if hooks.has("on_request"):
+                await hooks.call_all("on_request", request=request, context=context)
         except BaseException:
             lease.release()
             raise
@@ -108,6 +113,7 @@ class ChatService:
     ) -> AsyncIterator[GenerationChunk | GenerationEnd]:
         request = prepared.request
         routing = self.hooks.has("route_tool_call") and request.choice_count == 1
+        chunk_hooks = self.hooks.has("on_chunk")
         usage = TokenUsage(0, 0)
         stats: GenerationStats | None = None
         for _round in range(self.config.server.max_tool_rounds + 1):
@@ -118,7 +124,11 @@ class ChatService:
                     if isinstance(event, GenerationEnd):
                         end = event
                         break
-                    chunk = self.hooks.chain_sync("on_chunk", "chunk", event, context=context)
+                    chunk = (
+                        self.hooks.chain_sync("on_chunk", "chunk", event, context=context)
+                        if chunk_hooks
+                        else event
+                    )
                     if chunk is not event and _is_empty(chunk):
                         continue  # a plugin holds this piece back (e.g. to see a whole word)
                     if context.timings.first_token is None:

@@ -1,0 +1,101 @@
+"""Single-stream decode speed: through the gateway (streamed) vs raw `mlx_lm.stream_generate`.
+
+Same model, same prompt, same run, greedy. The raw side runs in this process;
+the gateway runs as `gateway serve` in a subprocess. Both use the fast-BLAS
+preload. Decode tokens/s excludes the first token (prefill) on both sides.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from backends.mlx.blas import use_fast_blas
+
+use_fast_blas()
+
+from bench.load import stream_once  # noqa: E402
+from bench.servers import gateway_server  # noqa: E402
+
+PROMPT = "Write a long story about a lighthouse keeper and the sea."
+CACHE = Path(tempfile.gettempdir()) / "gateway-bench-models"
+
+
+def build_models() -> dict[str, Path]:
+    from tests.support.mlx_models import build_realistic_model, build_tiny_llama
+
+    tiny = CACHE / "tiny-llama"
+    if not (tiny / "config.json").exists():
+        build_tiny_llama(tiny)
+    return {"tiny": tiny, "realistic-0.5B-f32": build_realistic_model(CACHE / "realistic")}
+
+
+def raw_decode_tps(model_dir: Path, tokens: int, rounds: int) -> float:
+    import mlx.core as mx
+    import mlx_lm
+    from mlx_lm.sample_utils import make_logits_processors
+
+    model, tokenizer = mlx_lm.load(str(model_dir))
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
+    ban_eos = make_logits_processors(logit_bias={token: -1e9 for token in tokenizer.eos_token_ids})
+    speeds = []
+    for _ in range(rounds + 1):  # the first round warms up
+        first = last = 0.0
+        count = 0
+        started = time.perf_counter()
+        for response in mlx_lm.stream_generate(
+            model, tokenizer, prompt, max_tokens=tokens, logits_processors=ban_eos
+        ):
+            count += 1
+            last = time.perf_counter()
+            if count == 1:
+                first = last
+        assert count == tokens, count
+        speeds.append((count - 1) / (last - first))
+        del started
+    del model
+    mx.clear_cache()
+    return statistics.median(speeds[1:])
+
+
+def gateway_decode_tps(model_dir: Path, tokens: int, rounds: int) -> float:
+    config = f'[models.m]\nbackend = "mlx"\npath = "{model_dir}"\npreload = true\n'
+    body: dict[str, Any] = {
+        "model": "m",
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": tokens,
+        "temperature": 0,
+    }
+    speeds = []
+    with gateway_server(config) as base_url:
+        import asyncio
+
+        for _ in range(rounds + 1):
+            result = asyncio.run(stream_once(base_url, body))
+            if result.completion_tokens < tokens:
+                raise RuntimeError(f"gateway stopped early: {result.completion_tokens} tokens")
+            speeds.append((result.completion_tokens - 1) / (result.total_s - result.ttft_s))
+    return statistics.median(speeds[1:])
+
+
+def run(report: Callable[[str], None]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    report("## MLX single-stream decode: gateway (streamed) vs raw mlx_lm.stream_generate")
+    for name, model_dir in build_models().items():
+        tokens, rounds = (300, 3) if name == "tiny" else (64, 3)
+        raw = raw_decode_tps(model_dir, tokens, rounds)
+        through_gateway = gateway_decode_tps(model_dir, tokens, rounds)
+        results[name] = {"raw_tps": raw, "gateway_tps": through_gateway, "ratio": through_gateway / raw}
+        report(
+            f"{name:>20}: raw {raw:8.1f} tok/s | gateway {through_gateway:8.1f} tok/s | "
+            f"ratio {through_gateway / raw:.3f} (median of {rounds}, {tokens} tokens)"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    run(print)

@@ -1,0 +1,108 @@
+"""One structlog record per request: the access log.
+
+    [plugins.settings.request_log]
+    log_prompts = false       # add the request's messages to the record
+    log_completions = false   # add the answer's text to the record
+
+Every record (event "request", logger "gateway.requests") has request_id,
+endpoint, model, backend, key_id (a name, never the key), stream, status,
+latency_ms and ttft_ms; a success adds prompt_tokens, completion_tokens and
+finish_reason; a failure adds error_code and error, and for a failing plugin
+its name, hook and traceback. Levels: info, warning for 4xx, error for 5xx.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+
+from gateway import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    GatewayConfig,
+    GatewayError,
+    PluginFailed,
+    RequestContext,
+    hookimpl,
+)
+
+log = structlog.get_logger("gateway.requests")
+
+
+class RequestLogSettings(msgspec.Struct, forbid_unknown_fields=True):
+    log_prompts: bool = False
+    log_completions: bool = False
+
+
+class RequestLog:
+    def __init__(self, settings: RequestLogSettings) -> None:
+        self.settings = settings
+
+    @hookimpl
+    def on_response(self, response: ChatCompletion, context: RequestContext) -> None:
+        fields = common_fields(context)
+        fields.update(
+            prompt_tokens=response.usage.prompt_tokens,
+            completion_tokens=response.usage.completion_tokens,
+            finish_reason=_one_or_all([choice.finish_reason for choice in response.choices]),
+        )
+        if self.settings.log_prompts:
+            fields["prompt"] = context.state.get("request_log")
+        if self.settings.log_completions:
+            fields["completion"] = _one_or_all([choice.message.content for choice in response.choices])
+        log.info("request", **fields)
+
+    @hookimpl
+    def on_error(self, error: Exception, context: RequestContext) -> None:
+        fields = common_fields(context)
+        if isinstance(error, GatewayError):
+            fields.update(error_code=error.code, error=error.message)
+        else:
+            fields.update(error_code="internal_error", error=type(error).__name__)
+        if isinstance(error, PluginFailed):
+            fields.update(plugin=error.plugin, hook=error.hook, exc_info=error.__cause__ or error)
+        elif not isinstance(error, GatewayError):
+            fields["exc_info"] = error
+        status = context.status_code
+        level = log.error if status >= 500 else log.warning if 400 <= status < 499 else log.info
+        level("request", **fields)
+
+
+class RequestLogWithPrompts(RequestLog):
+    """Also keeps each request's messages (a hook call per request only when asked for)."""
+
+    @hookimpl
+    def on_request(self, request: ChatCompletionRequest, context: RequestContext) -> None:
+        context.state["request_log"] = [
+            {"role": message.role, "content": message.text()} for message in request.messages
+        ]
+
+
+def common_fields(context: RequestContext) -> dict[str, Any]:
+    timings = context.timings
+    return {
+        "request_id": context.request_id,
+        "endpoint": context.endpoint,
+        "model": context.model,
+        "backend": context.backend,
+        "key_id": context.identity.key_id if context.identity else None,
+        "stream": context.stream,
+        "status": context.status_code,
+        "latency_ms": _rounded(timings.latency_ms),
+        "ttft_ms": _rounded(timings.ttft_ms),
+    }
+
+
+def _one_or_all(values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else values
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def make_plugin(config: GatewayConfig) -> RequestLog:
+    settings = config.plugins.settings_for("request_log", RequestLogSettings)
+    return RequestLogWithPrompts(settings) if settings.log_prompts else RequestLog(settings)

@@ -1,0 +1,111 @@
+"""Plugin test helpers: configs wired like production, servers, clients, captured logs."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import openai
+import pluggy
+import structlog
+
+from gateway import GatewayConfig, create_app, parse_config
+from gateway.plugins import default_plugin_manager
+from tests.support.server import running_server
+
+PATHS = ("non-stream", "stream", "bench")
+USER = [{"role": "user", "content": "the quick brown fox"}]
+# Built-in backends the echo-only tests never need (and must not import).
+UNUSED_BACKENDS = ["mlx", "openai"]
+
+
+def gateway_config(
+    settings: dict[str, Any] | None = None,
+    *,
+    modules: list[str] | None = None,
+    disabled: list[str] | None = None,
+    **models: dict[str, Any],
+) -> GatewayConfig:
+    """Echo models plus `[plugins]` as given; built-in plugins load as in production."""
+    tables: dict[str, Any] = {
+        "echo": {"backend": "echo", "aliases": ["echo-alias"]},
+        "system": {"backend": "echo", "options": {"echo_system": True}},
+        "broken": {"backend": "echo", "options": {"fail_after_tokens": 1}},
+        **models,
+    }
+    plugins = {
+        "modules": modules or [],
+        "disabled": UNUSED_BACKENDS + (disabled or []),
+        "settings": settings or {},
+    }
+    return parse_config({"plugins": plugins, "models": tables})
+
+
+def production_manager(config: GatewayConfig, *extra: object) -> pluggy.PluginManager:
+    """The plugin manager `create_app` would build, plus `extra` test plugins (run first),
+    each named after its class."""
+    manager = default_plugin_manager(config)
+    for plugin in extra:
+        manager.register(plugin, name=type(plugin).__name__)
+    return manager
+
+
+@contextmanager
+def serve(config: GatewayConfig, manager: pluggy.PluginManager | None = None) -> Iterator[str]:
+    with running_server(create_app(config, manager)) as base_url:
+        yield base_url
+
+
+def client(base_url: str, api_key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0)
+
+
+@dataclass
+class Answer:
+    content: str | None
+    finish_reason: str | None
+    usage: Any = None
+
+
+def ask(base_url: str, path: str, api_key: str = "unused", **body: Any) -> Answer:
+    """One chat completion through `path`: the openai client, or HTTP for the bench endpoint."""
+    body = {"model": "echo", "messages": USER, **body}
+    if path == "bench":
+        body.setdefault("max_tokens", 4)  # bench answers exactly max_tokens words: USER's four
+        headers = {"authorization": f"Bearer {api_key}"}
+        response = httpx.post(f"{base_url}/bench/chat/completions", json=body, headers=headers, timeout=30)
+        response.raise_for_status()
+        result = response.json()
+        choice = result["choices"][0]
+        return Answer(choice["message"]["content"], choice["finish_reason"], result["usage"])
+    chat = client(base_url, api_key).chat.completions
+    if path == "stream":
+        chunks = list(chat.create(**body, stream=True, stream_options={"include_usage": True}))
+        parts = [chunk.choices[0] for chunk in chunks if chunk.choices]
+        content = "".join(part.delta.content or "" for part in parts)
+        return Answer(content, parts[-1].finish_reason, chunks[-1].usage)
+    completion = chat.create(**body)
+    choice = completion.choices[0]
+    return Answer(choice.message.content, choice.finish_reason, completion.usage)
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[dict[str, Any]]]:
+    """Every structlog event while the block runs (the test server logs in-process)."""
+    with structlog.testing.capture_logs() as entries:
+        yield entries
+
+
+def rendered(entries: list[dict[str, Any]]) -> str:
+    """All captured events as text, tracebacks included, to search for leaks."""
+    lines = []
+    for entry in entries:
+        lines.append(repr(entry))
+        error = entry.get("exc_info")
+        if isinstance(error, BaseException):
+            lines.extend(traceback.format_exception(error))
+    return "\n".join(lines)

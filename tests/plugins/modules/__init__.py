@@ -1,0 +1,1 @@
+"""Plugin modules named in test configs (`plugins.modules`), one per situation."""

@@ -1,0 +1,112 @@
+"""plugins/request_log.py: one record per request, with the same fields on every path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import openai
+import pytest
+
+from gateway import ChatCompletionRequest, RequestContext, hookimpl
+from tests.plugins.helpers import (
+    PATHS,
+    USER,
+    ask,
+    captured_logs,
+    client,
+    gateway_config,
+    production_manager,
+    serve,
+)
+
+pytestmark = pytest.mark.hooks("on_request", "on_response", "on_error")
+
+KEY = "sk-log-test-key-123456"
+COMMON = {"request_id", "endpoint", "model", "backend", "key_id", "stream", "status", "latency_ms", "ttft_ms"}
+
+
+class FailsOnRequest:
+    @hookimpl
+    def on_request(self, request: ChatCompletionRequest, context: RequestContext) -> None:
+        if request.messages[-1].text() == "fail in on_request":
+            raise RuntimeError("on_request went wrong")
+
+
+def records(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [entry for entry in entries if entry["event"] == "request"]
+
+
+@pytest.fixture(scope="module")
+def log_server() -> Any:
+    config = gateway_config(
+        {"auth": {"keys": [{"id": "ops", "key": KEY}]}, "request_log": {"log_completions": True}}
+    )
+    with serve(config, production_manager(config, FailsOnRequest())) as base_url:
+        yield base_url
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_success_record(log_server: str, path: str) -> None:
+    with captured_logs() as entries:
+        ask(log_server, path, api_key=KEY, model="echo-alias")
+    [record] = records(entries)
+    assert COMMON | {"prompt_tokens", "completion_tokens", "finish_reason", "completion"} <= set(record)
+    assert "prompt" not in record  # prompts are logged only when enabled
+    assert record["request_id"].startswith("req_")
+    assert (record["model"], record["backend"], record["key_id"], record["status"]) == (
+        "echo",
+        "echo",
+        "ops",
+        200,
+    )
+    assert (record["endpoint"], record["stream"]) == (
+        "bench" if path == "bench" else "chat",
+        path == "stream",
+    )
+    assert (record["prompt_tokens"], record["completion_tokens"]) == (5, 4)
+    assert record["finish_reason"] == ("length" if path == "bench" else "stop")
+    assert record["completion"] == "the quick brown fox"
+    assert record["latency_ms"] >= record["ttft_ms"] >= 0
+    assert record["log_level"] == "info"
+    assert KEY not in repr(entries)
+
+
+def test_record_ids_match_the_response(log_server: str) -> None:
+    with captured_logs() as entries:
+        completion = client(log_server, KEY).chat.completions.create(model="echo", messages=USER)
+    assert records(entries)[0]["request_id"].removeprefix("req_") == completion.id.removeprefix("chatcmpl-")
+
+
+@pytest.mark.parametrize(
+    ("model", "text", "stream", "status", "code", "level"),
+    [
+        ("nope", "hi", False, 404, "model_not_found", "warning"),
+        ("broken", "one two three", True, 500, "backend_error", "error"),
+        ("echo", "fail in on_request", False, 500, "plugin_error", "error"),
+    ],
+)
+def test_error_records(
+    log_server: str, model: str, text: str, stream: bool, status: int, code: str, level: str
+) -> None:
+    with captured_logs() as entries, pytest.raises(openai.APIError):
+        result = client(log_server, KEY).chat.completions.create(
+            model=model, messages=[{"role": "user", "content": text}], stream=stream
+        )
+        list(result)  # type: ignore[call-overload]
+    [record] = records(entries)
+    assert COMMON | {"error_code", "error"} <= set(record)
+    assert (record["status"], record["error_code"], record["log_level"]) == (status, code, level)
+    assert record["key_id"] == "ops"
+    if code == "plugin_error":
+        assert (record["plugin"], record["hook"]) == ("FailsOnRequest", "on_request")
+        assert isinstance(record["exc_info"], RuntimeError)  # the plugin's own traceback
+        assert "on_request went wrong" in str(record["exc_info"])
+
+
+def test_prompts_logged_only_when_enabled() -> None:
+    config = gateway_config({"request_log": {"log_prompts": True}})
+    with captured_logs() as entries, serve(config) as base_url:
+        ask(base_url, "stream")
+    [record] = records(entries)
+    assert record["prompt"] == [{"role": "user", "content": "the quick brown fox"}]
+    assert "completion" not in record

@@ -6,6 +6,8 @@ Handlers know nothing of models or plugins; `ChatService` does the work.
 from __future__ import annotations
 
 import weakref
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
@@ -51,6 +53,13 @@ async def _body(request: Request[Any, Any, Any]) -> bytes:
         raise
 
 
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async with aclosing(rest):
+        yield first
+        async for item in rest:
+            yield item
+
+
 async def _chat(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]:
     service = _service(request)
     context = _context(request, endpoint)
@@ -62,8 +71,9 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         elif prepared.request.stream:
             events = service.stream(prepared, context)
             weakref.finalize(events, prepared.lease.release)  # even if never iterated
+            first = await anext(events)  # errors before any output keep their HTTP status
             return Stream(
-                events,
+                _prepend(first, events),
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
             )

@@ -227,7 +227,11 @@ class ChatService:
         return [accumulator.choice() for accumulator in accumulators], end
 
     async def stream(self, prepared: PreparedRequest, context: RequestContext) -> AsyncIterator[bytes]:
-        """SSE bytes: chunks, an optional usage chunk, `[DONE]`; errors as an error event."""
+        """SSE bytes: chunks, an optional usage chunk, `[DONE]`.
+
+        An error before the first chunk is raised (so it gets its HTTP status);
+        after it, the stream ends with an error event.
+        """
         request = prepared.request
         include_usage = bool(request.stream_options and request.stream_options.include_usage)
         header = (prepared.response_id, prepared.created, prepared.entry.id)
@@ -255,6 +259,8 @@ class ChatService:
             await self.fail(ClientDisconnected("the client disconnected"), context)
             raise
         except Exception as error:
+            if not any(started):
+                raise  # nothing sent yet: the route answers with a plain HTTP error
             failure = (
                 error
                 if isinstance(error, GatewayError)

@@ -43,6 +43,7 @@ def echo_server() -> Iterator[str]:
         echo_config(
             slow={"backend": "echo", "options": {"delay_ms": 20}},
             broken={"backend": "echo", "options": {"fail_after_tokens": 2}},
+            broken_at_once={"backend": "echo", "options": {"fail_after_tokens": 0}},
         ),
         plugin_manager(),
     )

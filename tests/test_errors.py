@@ -109,6 +109,13 @@ def test_failure_mid_stream_ends_with_an_error_event(client: openai.OpenAI) -> N
     assert "failed on purpose" in caught.value.message
 
 
+def test_failure_before_the_first_chunk_keeps_its_http_status(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="broken_at_once", messages=USER, stream=True)
+    assert caught.value.status_code == 500
+    assert caught.value.code == "backend_error"
+
+
 def test_failure_without_stream_is_a_500_error_object(echo_server: str) -> None:
     response = post(echo_server, {"model": "broken", "messages": [{"role": "user", "content": "a b c"}]})
     assert_error(response, 500, None, "backend_error")

@@ -11,7 +11,6 @@ models are unloaded until the new one fits the memory budget. A request holds a
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from gateway.admission import Admission, Slot
 from gateway.backend import Backend, ModelSpec
 from gateway.config import ConfigError, GatewayConfig, ModelConfig
 from gateway.errors import BackendUnavailable, GatewayError, ModelNotFound
+from gateway.memory import release_free_memory
 
 log = structlog.get_logger("gateway.registry")
 
@@ -185,7 +185,7 @@ class BackendRegistry:
         if backend is not None:
             await backend.unload()
             del backend
-            gc.collect()
+            release_free_memory()
             log.info("model unloaded", model=entry.id)
 
     async def unload_idle(self, default_ttl_s: float, now: float | None = None) -> list[str]:

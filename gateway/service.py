@@ -116,7 +116,9 @@ class ChatService:
         chunk_hooks = self.hooks.has("on_chunk")
         usage = TokenUsage(0, 0)
         stats: GenerationStats | None = None
-        for _round in range(self.config.server.max_tool_rounds + 1):
+        rounds = self.config.server.max_tool_rounds + 1
+        for round_number in range(1, rounds + 1):
+            routing = routing and round_number < rounds  # the last round's calls go to the client
             held: list[GenerationChunk] = []
             end: GenerationEnd | None = None
             async with aclosing(prepared.backend.generate(request, options)) as events:

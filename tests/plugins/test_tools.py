@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from gateway import ChatCompletionRequest, ConfigError, Tool, create_app, hookimpl
@@ -186,3 +187,15 @@ def test_tool_definition_is_the_openai_shape() -> None:
         "type": "function",
         "function": {"name": "shout", "parameters": {"type": "object"}, "description": "Shout"},
     }
+
+
+def test_calls_after_the_last_allowed_round_go_to_the_client(recorder: ShoutTool) -> None:
+    config = gateway_config(TOOL_RULES)
+    config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, max_tool_rounds=0))
+    with serve(config, production_manager(config, recorder)) as base_url:
+        completion = client(base_url).chat.completions.create(
+            model="echo-alias", messages=call("shout", '{"text": "hey"}')  # type: ignore[arg-type]
+        )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None and choice.message.tool_calls[0].function.name == "shout"

@@ -40,7 +40,7 @@ from gateway.backend import (
     ModelSpec,
     TokenUsage,
 )
-from gateway.config import ConfigError
+from gateway.config import ConfigError, parse_bytes
 from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest, UnsupportedField
 from gateway.protocol import ChatCompletionRequest
 
@@ -59,7 +59,9 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `max_context` bounds prompt + max_tokens (a request over it gets a 400);
     `fast_blas` preloads the system OpenBLAS for MLX's CPU matmuls;
     `max_batch_size` bounds the rows decoded together; `prefill_step_size` is the
-    prompt chunk run between two decode steps of the other rows.
+    prompt chunk run between two decode steps of the other rows;
+    `prefix_cache_bytes` caps the KV states kept for reuse by later prompts with
+    the same prefix (bytes or "512MiB"; 0 turns the prefix cache off).
     """
 
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
@@ -69,6 +71,7 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     fast_blas: bool = True
     max_batch_size: Annotated[int, Meta(ge=1, le=1024)] = 16
     prefill_step_size: Annotated[int, Meta(ge=16)] = 512
+    prefix_cache_bytes: Annotated[int, Meta(ge=0)] | str = 512 * 1024**2
 
 
 class MLXBackend:
@@ -104,6 +107,10 @@ class MLXBackend:
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.options: MLXOptions = spec.options_as(MLXOptions)
+        self.prefix_cache_bytes: int = (
+            parse_bytes(self.options.prefix_cache_bytes, f'models."{spec.id}".options.prefix_cache_bytes')
+            or 0
+        )
         if not spec.config.path:
             raise ConfigError(f'models."{spec.id}".path: the mlx backend needs the model\'s path')
         self._engine: Engine | None = None
@@ -116,7 +123,7 @@ class MLXBackend:
         """Start the engine thread and load the model on it (never on the event loop)."""
         if self._engine is not None:
             return
-        engine = await asyncio.to_thread(_start_engine, self.spec.id, self.options)
+        engine = await asyncio.to_thread(_start_engine, self.spec.id, self.options, self.prefix_cache_bytes)
         try:
             self._tokenizer = await asyncio.wrap_future(
                 engine.call(_load_model, engine, self.spec, self.options)
@@ -135,9 +142,10 @@ class MLXBackend:
         await asyncio.to_thread(_stop_engine, engine)
 
     def memory_estimate(self) -> int:
-        """Bytes the weights will take: their files' size, scaled when `dtype` casts
-        16-bit weights to float32 or back (the registry budgets loads with it)."""
-        return _weights_bytes(self.spec.config.path or "", self.options.dtype)
+        """Bytes the model will take: its weights' files, scaled when `dtype` casts
+        16-bit weights to float32 or back, plus the prefix cache's cap (it fills up
+        in use); the registry budgets loads with it."""
+        return _weights_bytes(self.spec.config.path or "", self.options.dtype) + self.prefix_cache_bytes
 
     def stats(self) -> dict[str, Any]:
         engine = self._engine
@@ -307,7 +315,7 @@ class MLXBackend:
         usage = TokenUsage(
             prompt_tokens=done.prompt_tokens,
             completion_tokens=done.completion_tokens,
-            cached_tokens=0,
+            cached_tokens=done.cached_tokens,
             reasoning_tokens=sum(output.reasoning_tokens for output in outputs),
         )
         return GenerationEnd(usage=usage, stats=_stats(job, done) if bench else None)
@@ -329,7 +337,7 @@ def _stats(job: Job, done: JobDone) -> GenerationStats:
         queue_ms=(t.prefill_started - t.submitted) * 1000,
         total_ms=(t.finished - t.submitted) * 1000,
         peak_memory_bytes=done.peak_memory,
-        cached_tokens=0,
+        cached_tokens=done.cached_tokens,
     )
 
 
@@ -352,7 +360,7 @@ def _weights_bytes(path: str, dtype: str | None) -> int:
     return size
 
 
-def _start_engine(model_id: str, options: MLXOptions) -> Engine:
+def _start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) -> Engine:
     """Preload the fast BLAS, then import mlx (through the engine module) and start it."""
     from backends.mlx.blas import use_fast_blas
 
@@ -361,7 +369,10 @@ def _start_engine(model_id: str, options: MLXOptions) -> Engine:
     from backends.mlx.engine import Engine
 
     engine = Engine(
-        max_batch_size=options.max_batch_size, prefill_step_size=options.prefill_step_size, name=model_id
+        max_batch_size=options.max_batch_size,
+        prefill_step_size=options.prefill_step_size,
+        prefix_cache_bytes=prefix_cache_bytes,
+        name=model_id,
     )
     engine.start()
     return engine
@@ -384,6 +395,7 @@ def _load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> Any:
         seconds=round(time.perf_counter() - started, 2),
         vocab=engine.vocab_size,
         batched=engine.batched,
+        prefix_cache=engine.prefix.mode if engine.prefix is not None else None,
     )
     return tokenizer
 

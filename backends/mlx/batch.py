@@ -64,16 +64,25 @@ class Prefill:
     """One job's prompt processing in chunks of `step_size` tokens.
 
     `rows` are the job's rows this prefill admits: all of them when the model's
-    cache can be batched (prefill once, fan out), else one row at a time.
+    cache can be batched (prefill once, fan out), else one row at a time. A
+    prefix-cache hit passes a `cache` already holding the first `start` tokens.
     """
 
-    def __init__(self, model: nn.Module, job: Job, rows: list[Row], step_size: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        job: Job,
+        rows: list[Row],
+        step_size: int,
+        cache: list[Any] | None = None,
+        start: int = 0,
+    ) -> None:
         self.model = model
         self.job = job
         self.rows = rows
         self.step_size = step_size
-        self.cache = make_prompt_cache(model)
-        self.position = 0
+        self.cache = cache if cache is not None else make_prompt_cache(model)
+        self.position = start if cache is not None else 0
 
     def step(self) -> mx.array | None:
         """Process the next chunk; returns the next-token logits `[1, V]` after the last.
@@ -170,6 +179,16 @@ class DecodeBatch:
         self.sampler.filter(keep)
         self.tokens = self.tokens[index]
         self.rows = [self.rows[i] for i in keep]
+
+    def row_cache(self, row: Row) -> list[Any] | None:
+        """One row's KV cache as a per-sequence cache: the live one when it runs alone,
+        else a copy cut out of the batch (None where the cache cannot extract rows)."""
+        if self.single:
+            return self.cache
+        if not all(hasattr(layer, "extract") for layer in self.cache):
+            return None
+        index = self.rows.index(row)
+        return [layer.extract(index) for layer in self.cache]
 
     def step(self) -> tuple[list[Row], list[int], dict[Row, Extra]]:
         """Start the next token of every row; return the previous one, read back.

@@ -6,7 +6,8 @@ The thread runs a continuous-batching loop. Each turn it
    leave the batch at once (so they are freed before the next decode step),
    calls (load, unload) run;
 2. runs one prefill chunk of the oldest waiting job, if it fits the batch
-   (a finished prefill joins the batch with its first tokens);
+   (a new prefill starts after the longest prefix found in the prefix cache;
+   a finished one is stored there and joins the batch with its first tokens);
 3. runs one decode step of the batch and feeds each row's token to its output
    pipeline (text, stop strings, tool calls), retiring finished rows;
 4. sends each job the events of this turn with one `call_soon_threadsafe` per
@@ -35,6 +36,7 @@ from mlx_lm.utils import maybe_set_recommended_wired_limit
 from backends.mlx.batch import DecodeBatch, Extra, Prefill, can_batch
 from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
+from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
 from gateway.errors import BackendUnavailable
 
 log = structlog.get_logger("backends.mlx.engine")
@@ -45,9 +47,18 @@ _STOP = object()
 class Engine:
     """The model's thread: `start`, then `call` (e.g. to load), `submit`, `cancel`, `stop`."""
 
-    def __init__(self, *, max_batch_size: int = 16, prefill_step_size: int = 512, name: str = "mlx") -> None:
+    def __init__(
+        self,
+        *,
+        max_batch_size: int = 16,
+        prefill_step_size: int = 512,
+        prefix_cache_bytes: int = 0,
+        name: str = "mlx",
+    ) -> None:
         self.max_batch_size = max_batch_size
         self.prefill_step_size = prefill_step_size
+        self.prefix_cache_bytes = prefix_cache_bytes
+        self.prefix: PrefixCache | None = None  # KV states of earlier prompts (prefix_cache.py)
         self.model: nn.Module | None = None
         self.vocab_size = 0
         self.batched = True  # whether the model's cache merges rows into one batch
@@ -88,12 +99,13 @@ class Engine:
 
     def stats(self) -> dict[str, int]:
         """A racy but harmless snapshot for status pages (read from any thread)."""
-        batch = self._batch
+        batch, prefix = self._batch, self.prefix
         return {
             "running_rows": len(batch.rows) if batch is not None else 0,
             "waiting_requests": len({id(job) for job, _ in tuple(self._waiting)}),
             "prefilling": int(self._prefill is not None),
             "max_batch_size": self.max_batch_size,
+            **(prefix.stats() if prefix is not None else no_prefix_stats()),
         }
 
     # --- loading, on the engine thread ------------------------------------------------
@@ -113,11 +125,13 @@ class Engine:
         self.vocab_size = int(logits.shape[-1])
         self.batched = can_batch(cache)
         self._batch = DecodeBatch(model)
+        self.prefix = PrefixCache(model, self.prefix_cache_bytes)
 
     def detach(self) -> None:
         self._fail_all(BackendUnavailable("the model was unloaded"))
         self.model = None
         self._batch = None
+        self.prefix = None
 
     # --- the thread ---------------------------------------------------------------------
 
@@ -212,11 +226,15 @@ class Engine:
             if len(batch) and not (self.batched and fits):
                 return
             self._waiting.popleft()
+            cache, cached = (
+                self.prefix.take(job.prompt) if self.prefix is not None and not job.bench else (None, 0)
+            )
             if not job.timings.prefill_started:
                 job.timings.prefill_started = time.perf_counter()
+                job.cached_tokens = cached
                 if job.bench:
                     mx.reset_peak_memory()
-            self._prefill = Prefill(self.model, job, rows, self.prefill_step_size)
+            self._prefill = Prefill(self.model, job, rows, self.prefill_step_size, cache, cached)
         prefill = self._prefill
         try:
             logits = prefill.step()
@@ -230,6 +248,8 @@ class Engine:
             self._fail_rows(prefill.job.rows, error)
             return
         prefill.job.timings.prefill_finished = time.perf_counter()
+        if self.prefix is not None and not prefill.job.bench:
+            self.prefix.keep(prefill.job.prompt, prefill.cache)
         batch.join(prefill.rows, cache, sampler, sampled)
 
     def _emit(self, rows: list[Row], tokens: list[int], extras: dict[Row, Extra]) -> set[Row]:
@@ -244,6 +264,7 @@ class Engine:
             if not job.timings.first_token:
                 job.timings.first_token = now
             row.generated += 1
+            row.tokens.append(token)
             if token in job.eos_ids:
                 self._finish(row, "stop")
                 finished.add(row)
@@ -268,13 +289,25 @@ class Engine:
     def _finish(self, row: Row, reason: str) -> None:
         row.finished = True
         job = row.job
+        self._keep_reply(row)
         self._post(job, row.output.finish(reason))  # type: ignore[arg-type]
         job.rows_left -= 1
         if job.rows_left == 0:
             job.timings.finished = time.perf_counter()
             peak = mx.get_peak_memory() if job.bench else 0
-            self._post(job, JobDone(len(job.prompt), job.completion_tokens, job.timings, peak))
+            done = JobDone(len(job.prompt), job.completion_tokens, job.timings, peak, job.cached_tokens)
+            self._post(job, done)
             job.done = True
+
+    def _keep_reply(self, row: Row) -> None:
+        """Store prompt + reply of a finished single-choice row: a chat's next turn starts so."""
+        prefix, job = self.prefix, row.job
+        if prefix is None or not prefix.keeps_rows or len(job.rows) != 1 or job.bench:
+            return
+        try:
+            prefix.keep(job.prompt + row.tokens, self._batch.row_cache(row) or [])
+        except Exception:  # an optimisation only: never fail the request over it
+            log.exception("prefix cache insert failed")
 
     # --- failures and delivery ----------------------------------------------------------
 

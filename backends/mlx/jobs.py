@@ -39,6 +39,7 @@ class Row:
     output: RowOutput
     generated: int = 0
     finished: bool = False
+    tokens: list[int] = field(default_factory=list)  # generated so far (for the prefix cache)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class JobDone:
     completion_tokens: int
     timings: JobTimings
     peak_memory: int = 0
+    cached_tokens: int = 0  # prompt tokens taken from the prefix cache
 
 
 Event = GenerationChunk | JobDone | BaseException
@@ -94,6 +96,7 @@ class Job:
         self.loop = loop or asyncio.get_running_loop()
         self.queue: asyncio.Queue[list[Event]] = asyncio.Queue()
         self.timings = JobTimings()
+        self.cached_tokens = 0  # engine thread: prompt tokens served by the prefix cache
         self.rows_left = len(self.rows)
         self.cancelled = False  # engine thread: stop working on it
         self.done = False  # engine thread: JobDone (or an error) was posted

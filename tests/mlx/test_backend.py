@@ -48,10 +48,17 @@ def test_options_are_checked_by_key(tiny_llama_path: Path) -> None:
         MLXBackend(spec(None))
 
 
-def test_memory_estimate_follows_the_weights_and_dtype(tiny_llama_path: Path) -> None:
+def test_memory_estimate_follows_the_weights_dtype_and_prefix_cache(tiny_llama_path: Path) -> None:
     size = sum(f.stat().st_size for f in tiny_llama_path.glob("*.safetensors"))
-    assert MLXBackend(spec(tiny_llama_path)).memory_estimate() == size
-    assert MLXBackend(spec(tiny_llama_path, dtype="bfloat16")).memory_estimate() == size // 2
+    assert MLXBackend(spec(tiny_llama_path, prefix_cache_bytes=0)).memory_estimate() == size
+    assert (
+        MLXBackend(spec(tiny_llama_path, dtype="bfloat16", prefix_cache_bytes=0)).memory_estimate()
+        == size // 2
+    )
+    assert MLXBackend(spec(tiny_llama_path)).memory_estimate() == size + 512 * 1024**2  # the default cap
+    assert MLXBackend(spec(tiny_llama_path, prefix_cache_bytes="1MiB")).memory_estimate() == size + 1024**2
+    with pytest.raises(ConfigError, match="prefix_cache_bytes"):
+        MLXBackend(spec(tiny_llama_path, prefix_cache_bytes="lots"))
 
 
 def test_dtype_cast_generates_and_unload_stops_the_thread(scripted_model: Callable[[str], Path]) -> None:

@@ -33,11 +33,11 @@ def tiny_model() -> Path:
     return path
 
 
-def bodies(count: int, seeded: bool) -> list[dict[str, Any]]:
+def bodies(model: str, count: int, seeded: bool) -> list[dict[str, Any]]:
     topics = ["the sea", "a city", "mountains", "a robot", "the moon", "a garden", "trains", "winter"]
     return [
         {
-            "model": "m",
+            "model": model,
             "messages": [{"role": "user", "content": f"Tell me about {topics[index % len(topics)]} ({index})."}],
             "max_tokens": TOKENS,
             "temperature": 0.8,
@@ -47,13 +47,13 @@ def bodies(count: int, seeded: bool) -> list[dict[str, Any]]:
     ]
 
 
-def sweep(base_url: str) -> dict[str, list[LoadResult]]:
+def sweep(base_url: str, model: str) -> dict[str, list[LoadResult]]:
     results: dict[str, list[LoadResult]] = {}
-    run_load(base_url, bodies(2, False), 2)  # warm-up
+    run_load(base_url, bodies(model, 2, False), 2)  # warm-up
     for seeded in (False, True):
         label = "seeded" if seeded else "unseeded"
         results[label] = [
-            run_load(base_url, bodies(max(2 * concurrency, 4), seeded), concurrency) for concurrency in CONCURRENCY
+            run_load(base_url, bodies(model, max(2 * concurrency, 4), seeded), concurrency) for concurrency in CONCURRENCY
         ]
     return results
 
@@ -61,16 +61,16 @@ def sweep(base_url: str) -> dict[str, list[LoadResult]]:
 def long_system_prompt(nonce: str) -> str:
     rng = random.Random(7)
     words = ["harbor", "signal", "lantern", "tide", "compass", "anchor", "keeper", "storm", "chart", "rope"]
-    return nonce + " You are a careful assistant. " + " ".join(rng.choice(words) for _ in range(1400))
+    return nonce + " You are a careful assistant. " + " ".join(rng.choice(words) for _ in range(450))
 
 
-def cold_warm_ttft(base_url: str, trials: int = 3) -> dict[str, float]:
+def cold_warm_ttft(base_url: str, model: str, trials: int = 3) -> dict[str, float]:
     cold, warm, prompt_tokens, cached = [], [], 0, 0
     for trial in range(trials):
         system = long_system_prompt(f"Session {trial}-{random.random():.6f}.")
         for index in range(2):
             body = {
-                "model": "m",
+                "model": model,
                 "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"Question {index}?"}],
                 "max_tokens": 8,
                 "temperature": 0,
@@ -121,11 +121,11 @@ def run(report: Callable[[str], None]) -> dict[str, Any]:
     results: dict[str, dict[str, list[LoadResult]]] = {}
     prefix: dict[str, dict[str, float]] = {}
     with gateway_server(config) as base_url:
-        results["gateway"] = sweep(base_url)
-        prefix["gateway"] = cold_warm_ttft(base_url)
-    with mlx_lm_server(model) as base_url:
-        results["mlx_lm.server"] = sweep(base_url)
-        prefix["mlx_lm.server"] = cold_warm_ttft(base_url)
+        results["gateway"] = sweep(base_url, "m")
+        prefix["gateway"] = cold_warm_ttft(base_url, "m")
+    with mlx_lm_server(model) as base_url:  # it serves the model named by its path
+        results["mlx_lm.server"] = sweep(base_url, str(model))
+        prefix["mlx_lm.server"] = cold_warm_ttft(base_url, str(model))
     for mode in ("unseeded", "seeded"):
         report(f"{mode}:")
         for ours, theirs in zip(results["gateway"][mode], results["mlx_lm.server"][mode], strict=True):

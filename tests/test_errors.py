@@ -43,6 +43,14 @@ def assert_error(response: httpx.Response, status: int, param: str | None, code:
         ({"model": "echo", "messages": USER, "stop": 3}, "stop", "int"),
         ({"model": "echo", "messages": USER, "bogus_field": 1}, "bogus_field", "bogus_field"),
         ({"model": "echo", "messages": USER, "tool_choice": "sometimes"}, "tool_choice", "tool_choice"),
+        ({"model": "echo", "messages": USER, "tool_choice": "required"}, "tool_choice", "needs 'tools'"),
+        (
+            {"model": "echo", "messages": USER, "tools": [{"type": "function", "function": {"name": "a"}}],
+             "tool_choice": {"type": "function", "function": {"name": "b"}}},
+            "tool_choice",
+            "not in 'tools'",
+        ),
+        ({"model": "echo", "messages": USER, "tools": [{"type": "function"}]}, "tools[0]", "function"),
         (
             {"model": "echo", "messages": USER, "max_tokens": 5, "max_completion_tokens": 6},
             "max_completion_tokens",

@@ -25,7 +25,6 @@ import structlog
 from msgspec import Meta
 
 from backends.mlx.tool_choice import (
-    check_tool_choice,
     enforce_tool_choice,
     forced_tool,
     prompt_request,
@@ -41,7 +40,7 @@ from gateway.backend import (
     TokenUsage,
 )
 from gateway.config import ConfigError, parse_bytes
-from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest, UnsupportedField
+from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest
 from gateway.protocol import ChatCompletionRequest
 
 if TYPE_CHECKING:
@@ -56,7 +55,8 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`[models.<id>.options]` of an mlx model.
 
     `dtype` casts the weights after loading (on Linux CPU float32 is fastest);
-    `max_context` bounds prompt + max_tokens (a request over it gets a 400);
+    `max_context` bounds prompt + max_tokens (a request over it gets a 400; the
+    default is the model's `max_position_embeddings`);
     `fast_blas` preloads the system OpenBLAS for MLX's CPU matmuls;
     `max_batch_size` bounds the rows decoded together; `prefill_step_size` is the
     prompt chunk run between two decode steps of the other rows;
@@ -116,6 +116,7 @@ class MLXBackend:
         self._engine: Engine | None = None
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
+        self._max_context: int | None = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -125,13 +126,14 @@ class MLXBackend:
             return
         engine = await asyncio.to_thread(_start_engine, self.spec.id, self.options, self.prefix_cache_bytes)
         try:
-            self._tokenizer = await asyncio.wrap_future(
+            self._tokenizer, trained_context = await asyncio.wrap_future(
                 engine.call(_load_model, engine, self.spec, self.options)
             )
         except BaseException:
             await asyncio.to_thread(engine.stop)
             raise
         self._eos_ids = frozenset(int(i) for i in self._tokenizer.eos_token_ids)
+        self._max_context = self.options.max_context or trained_context
         self._engine = engine
 
     async def unload(self) -> None:
@@ -154,16 +156,8 @@ class MLXBackend:
     # --- requests ---------------------------------------------------------------------
 
     def validate(self, request: ChatCompletionRequest) -> None:
-        """Backend-specific checks; type and range checks happened at decoding."""
-        if request.response_format is not None:
-            raise UnsupportedField(
-                "response_format",
-                self.kind,
-                "structured output needs constrained decoding, not available yet",
-            )
-        if request.top_logprobs and not request.logprobs:
-            raise InvalidRequest("'top_logprobs' requires 'logprobs' to be true", param="top_logprobs")
-        check_tool_choice(request)
+        """Checks that need the loaded model; the gateway has checked field support,
+        types, ranges and cross-field rules (`gateway.validation`) already."""
         if self._engine is not None:
             self._logit_bias(request)
 
@@ -173,7 +167,6 @@ class MLXBackend:
         from backends.mlx.jobs import Job, JobDone
 
         engine, _ = self._ready()
-        self.validate(request)
         forced = forced_tool(request)
         prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced))
         if not prompt.tokens:
@@ -231,7 +224,7 @@ class MLXBackend:
         limit = request.token_limit or self.spec.config.default_max_tokens
         if self.spec.config.max_tokens is not None:
             limit = min(limit, self.spec.config.max_tokens)
-        context = self.options.max_context
+        context = self._max_context
         if context is not None and prompt_tokens + limit > context:
             if prompt_tokens >= context:
                 raise InvalidRequest(
@@ -378,8 +371,9 @@ def _start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) -
     return engine
 
 
-def _load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> Any:
-    """Runs on the engine thread: load, cast, warm up; returns the tokenizer."""
+def _load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> tuple[Any, int | None]:
+    """Runs on the engine thread: load, cast, warm up; returns the tokenizer and the
+    context length the model was made for (the default `max_context`)."""
     import mlx.core as mx
     from mlx_lm import load
 
@@ -397,7 +391,8 @@ def _load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> Any:
         batched=engine.batched,
         prefix_cache=engine.prefix.mode if engine.prefix is not None else None,
     )
-    return tokenizer
+    trained_context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
+    return tokenizer, trained_context if isinstance(trained_context, int) else None
 
 
 def _stop_engine(engine: Engine) -> None:

@@ -14,46 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.backend import GenerationChunk
-from gateway.errors import BackendFailed, InvalidRequest
+from gateway.errors import BackendFailed
 from gateway.protocol import ChatCompletionRequest, replace
-
-TOOL_CHOICE_MODES = ("none", "auto", "required")
-
+from gateway.validation import named_tool_choice
 
 class ToolChoiceNotMet(BackendFailed):
     """The model ignored a forcing `tool_choice` (no constrained decoding yet)."""
 
     code = "tool_choice_not_met"
-
-
-def check_tool_choice(request: ChatCompletionRequest) -> None:
-    choice = request.tool_choice
-    if choice is None:
-        return
-    names = [tool.get("function", {}).get("name") for tool in request.tools or ()]
-    if isinstance(choice, str):
-        if choice not in TOOL_CHOICE_MODES:
-            raise InvalidRequest(
-                "tool_choice must be 'none', 'auto', 'required' or a named function", param="tool_choice"
-            )
-        if choice == "required" and not names:
-            raise InvalidRequest("tool_choice 'required' needs 'tools'", param="tool_choice")
-        return
-    name = _named(choice)
-    if name is None:
-        raise InvalidRequest(
-            "tool_choice must be {'type': 'function', 'function': {'name': ...}}", param="tool_choice"
-        )
-    if name not in names:
-        raise InvalidRequest(f"tool_choice names '{name}', which is not in 'tools'", param="tool_choice")
-
-
-def _named(choice: Any) -> str | None:
-    if not isinstance(choice, dict) or choice.get("type") != "function":
-        return None
-    function = choice.get("function")
-    name = function.get("name") if isinstance(function, dict) else None
-    return name if isinstance(name, str) else None
 
 
 def forced_tool(request: ChatCompletionRequest) -> str | None:
@@ -62,7 +30,7 @@ def forced_tool(request: ChatCompletionRequest) -> str | None:
         return None
     if request.tool_choice == "required":
         return "*"
-    return _named(request.tool_choice)
+    return named_tool_choice(request.tool_choice)
 
 
 def prompt_request(request: ChatCompletionRequest, forced: str | None) -> ChatCompletionRequest:

@@ -147,6 +147,13 @@ def test_max_context_is_enforced(client: openai.OpenAI) -> None:
     assert "maximum context length is 40" in caught.value.body["message"]
 
 
+def test_max_context_defaults_to_what_the_model_was_made_for(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="plain", messages=USER, max_tokens=40_000)
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert "maximum context length is 32768" in caught.value.body["message"]
+
+
 # --- logprobs ---------------------------------------------------------------------------
 
 
@@ -351,7 +358,7 @@ def test_bench_generates_exactly_max_tokens(server: str) -> None:
 
 def test_closed_stream_frees_the_rows(client: openai.OpenAI, mlx_app: Any) -> None:
     stream = client.chat.completions.create(
-        model="endless", messages=USER, max_tokens=100_000, stream=True, extra_body=NO_THINKING
+        model="endless", messages=USER, max_tokens=20_000, stream=True, extra_body=NO_THINKING
     )
     for index, _ in enumerate(stream):
         if index == 5:

@@ -90,7 +90,7 @@ def test_closing_the_generator_cancels_the_job(scripted_model: Callable[[str], P
 
     async def go() -> None:
         await backend.load()
-        events = backend.generate(request(max_tokens=100_000), GenerationOptions())
+        events = backend.generate(request(max_tokens=20_000), GenerationOptions())
         async for event in events:
             if isinstance(event, GenerationChunk) and event.text:
                 break
@@ -118,9 +118,6 @@ def test_validate_names_the_field(tiny_llama_path: Path) -> None:
             backend.validate(request(logit_bias={"512": 1.0}))
         assert caught.value.param == "logit_bias"
         backend.validate(request(logit_bias={"511": 1.0}))
-        with pytest.raises(InvalidRequest) as caught:
-            backend.validate(request(tool_choice="required"))
-        assert caught.value.param == "tool_choice"
         with pytest.raises(InvalidRequest) as caught:
             await collect(backend, request(max_tokens=60))
         assert caught.value.param == "max_tokens"

@@ -378,7 +378,10 @@ def _load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> tuple[A
     from mlx_lm import load
 
     started = time.perf_counter()
-    model, tokenizer = load(spec.config.path)
+    path = spec.config.path or ""
+    if path.startswith(("/", ".", "~")) and not Path(path).expanduser().is_dir():
+        raise BackendUnavailable(f"model '{spec.id}': no model directory at '{path}'")
+    model, tokenizer = load(str(Path(path).expanduser()) if path.startswith("~") else path)
     if options.dtype is not None:
         model.set_dtype(getattr(mx, options.dtype))
     engine.attach(model)

@@ -193,3 +193,29 @@ def test_unloading_returns_memory(tmp_path_factory: pytest.TempPathFactory) -> N
     assert min(loaded) - baseline > size * 0.7, figures  # the measurement sees the model
     for after in unloaded[1:]:
         assert after - baseline < size * 0.25, figures  # and each unload gives it back
+
+
+def test_load_failures_are_clear_and_the_next_request_retries(
+    three_models: dict[str, Path], tmp_path: Path
+) -> None:
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(three_models["alpha"], corrupt)
+    weights = corrupt / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 3])
+    models = {
+        "missing": {"backend": "mlx", "path": str(tmp_path / "nowhere")},
+        "corrupt": {"backend": "mlx", "path": str(corrupt)},
+        "alpha": {"backend": "mlx", "path": str(three_models["alpha"])},
+    }
+    with running_server(mlx_app(models)) as base_url:
+        body = {"messages": USER, "max_tokens": 2}
+        missing = httpx.post(f"{base_url}/v1/chat/completions", json={"model": "missing", **body}, timeout=60)
+        assert missing.status_code == 503
+        assert "no model directory" in missing.json()["error"]["message"]
+        broken = httpx.post(f"{base_url}/v1/chat/completions", json={"model": "corrupt", **body}, timeout=60)
+        assert broken.status_code == 503 and broken.json()["error"]["code"] == "model_unavailable"
+        assert ask(base_url, "alpha") == 200  # the others keep serving
+        assert statuses(base_url)["corrupt"] == "failed"
+        weights.write_bytes(good)
+        assert ask(base_url, "corrupt") == 200  # the next request retries the load

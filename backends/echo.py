@@ -29,10 +29,10 @@ from gateway.backend import (
     GenerationEnd,
     GenerationEvent,
     GenerationOptions,
-    GenerationStats,
     ModelSpec,
     TokenUsage,
     ToolCallDelta,
+    wall_clock_stats,
 )
 from gateway.errors import BackendFailed
 from gateway.protocol import ChatCompletionRequest
@@ -120,7 +120,9 @@ class EchoBackend:
                 finish = "tool_calls"
             yield GenerationChunk(choice=choice, finish_reason=finish)  # type: ignore[arg-type]
         usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-        yield GenerationEnd(usage=usage, stats=_stats(usage, started, first_token) if options.bench else None)
+        yield GenerationEnd(
+            usage=usage, stats=wall_clock_stats(usage, started, first_token) if options.bench else None
+        )
 
 
 def _reply_words(request: ChatCompletionRequest, exact: int | None, options: EchoOptions) -> list[str]:
@@ -159,24 +161,6 @@ def _tool_call(request: ChatCompletionRequest) -> tuple[str, str] | None:
 def _stop_position(text: str, stops: list[str]) -> int | None:
     positions = [text.find(stop) for stop in stops if stop in text]
     return min(positions) if positions else None
-
-
-def _stats(usage: TokenUsage, started: float, first_token: float | None) -> GenerationStats:
-    now = time.perf_counter()
-    first = first_token or now
-    decode_s = max(now - first, 1e-9)
-    prefill_s = max(first - started, 1e-9)
-    return GenerationStats(
-        prompt_tokens=usage.prompt_tokens,
-        generation_tokens=usage.completion_tokens,
-        prompt_tps=usage.prompt_tokens / prefill_s,
-        generation_tps=max(usage.completion_tokens - 1, 0) / decode_s,
-        ttft_ms=prefill_s * 1000,
-        queue_ms=0.0,
-        total_ms=(now - started) * 1000,
-        peak_memory_bytes=0,
-        cached_tokens=0,
-    )
 
 
 @hookimpl

@@ -16,6 +16,7 @@ from gateway.backend import (
     TokenUsage,
     ToolCallDelta,
     TopLogprob,
+    wall_clock_stats,
 )
 from gateway.config import ConfigError, GatewayConfig, ModelConfig, load_config, parse_config
 from gateway.context import Identity, RequestContext
@@ -73,4 +74,5 @@ __all__ = [
     "load_config",
     "parse_config",
     "replace",
+    "wall_clock_stats",
 ]

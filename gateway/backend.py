@@ -10,6 +10,7 @@ nothing of HTTP: the gateway turns these events into OpenAI responses.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
@@ -76,6 +77,26 @@ class GenerationStats(Struct):
     total_ms: float
     peak_memory_bytes: int
     cached_tokens: int
+
+
+def wall_clock_stats(usage: TokenUsage, started: float, first_output: float | None) -> GenerationStats:
+    """Bench stats from `time.perf_counter()` readings, for backends that cannot see
+    inside the engine (prefill ends at the first output; no queue or memory figures)."""
+    now = time.perf_counter()
+    first = first_output or now
+    prefill_s = max(first - started, 1e-9)
+    decode_s = max(now - first, 1e-9)
+    return GenerationStats(
+        prompt_tokens=usage.prompt_tokens,
+        generation_tokens=usage.completion_tokens,
+        prompt_tps=usage.prompt_tokens / prefill_s,
+        generation_tps=max(usage.completion_tokens - 1, 0) / decode_s,
+        ttft_ms=prefill_s * 1000,
+        queue_ms=0.0,
+        total_ms=(now - started) * 1000,
+        peak_memory_bytes=0,
+        cached_tokens=usage.cached_tokens,
+    )
 
 
 class GenerationEnd(Struct):

@@ -38,9 +38,8 @@ from gateway.backend import (
     GenerationEnd,
     GenerationEvent,
     GenerationOptions,
-    GenerationStats,
     ModelSpec,
-    TokenUsage,
+    wall_clock_stats,
 )
 from gateway.errors import BackendFailed, BackendUnavailable
 from gateway.protocol import ChatCompletionRequest
@@ -179,28 +178,9 @@ class OpenAIUpstreamBackend:
             reason = type(error).__name__
             raise BackendFailed(f"the upstream connection broke mid-answer ({reason})") from None
         usage = stream.usage()
-        stats = _stats(usage, started, stream.first_output) if options.bench else None
+        stats = wall_clock_stats(usage, started, stream.first_output) if options.bench else None
         yield GenerationEnd(usage=usage, stats=stats)
 
 
 def _is_event_stream(response: httpx.Response) -> bool:
     return response.headers.get("content-type", "").startswith("text/event-stream")
-
-
-def _stats(usage: TokenUsage, started: float, first_output: float | None) -> GenerationStats:
-    """Stats as the gateway sees them: ttft includes the network and the upstream's queue."""
-    now = time.perf_counter()
-    first = first_output or now
-    prefill_s = max(first - started, 1e-9)
-    decode_s = max(now - first, 1e-9)
-    return GenerationStats(
-        prompt_tokens=usage.prompt_tokens,
-        generation_tokens=usage.completion_tokens,
-        prompt_tps=usage.prompt_tokens / prefill_s,
-        generation_tps=max(usage.completion_tokens - 1, 0) / decode_s,
-        ttft_ms=prefill_s * 1000,
-        queue_ms=0.0,
-        total_ms=(now - started) * 1000,
-        peak_memory_bytes=0,
-        cached_tokens=usage.cached_tokens,
-    )

@@ -7,6 +7,7 @@ the tiny random llama covers sampling (seeds, n).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -296,6 +297,29 @@ def test_seeded_sampling_reproduces_and_n_choices_differ(client: openai.OpenAI) 
     assert ask(seed=11, n=3) == first
     assert ask(seed=11) == first[:1]
     assert ask(seed=12) != first[:1]
+
+
+def test_seeded_output_is_the_same_alone_and_among_eight_concurrent_others(server: str) -> None:
+    seeded = {
+        "model": "tiny", "messages": USER, "max_tokens": 24, "temperature": 1.0, "top_p": 0.95,
+        "seed": 4242, "presence_penalty": 0.3, **NO_THINKING,
+    }  # fmt: skip
+    others = [
+        {"model": "tiny", "messages": [{"role": "user", "content": f"Other {i} " * (i + 1)}],
+         "max_tokens": 20 + i, "temperature": 0.7 + 0.1 * (i % 3), **({"seed": i} if i % 2 else {}),
+         **({"top_k": 5} if i % 3 == 0 else {}), **NO_THINKING}
+        for i in range(8)
+    ]  # fmt: skip
+
+    async def run(bodies: list[dict[str, Any]]) -> list[str]:
+        async with httpx.AsyncClient(base_url=server, timeout=120) as http:
+            responses = await asyncio.gather(*(http.post("/v1/chat/completions", json=b) for b in bodies))
+        return [response.json()["choices"][0]["message"]["content"] for response in responses]
+
+    alone = asyncio.run(run([seeded]))[0]
+    among = asyncio.run(run([*others[:4], seeded, *others[4:]]))[4]
+    assert among == alone
+    assert asyncio.run(run([seeded]))[0] == alone
 
 
 def test_sampling_fields_are_accepted_and_change_output(client: openai.OpenAI) -> None:

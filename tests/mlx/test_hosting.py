@@ -219,3 +219,20 @@ def test_load_failures_are_clear_and_the_next_request_retries(
         assert statuses(base_url)["corrupt"] == "failed"
         weights.write_bytes(good)
         assert ask(base_url, "corrupt") == 200  # the next request retries the load
+
+
+def test_queue_overflow_is_429_with_retry_after(three_models: dict[str, Path]) -> None:
+    models = {"alpha": {"backend": "mlx", "path": str(three_models["alpha"]), "max_concurrency": 1, "max_queue": 1}}
+    with running_server(mlx_app(models)) as base_url:
+        assert ask(base_url, "alpha") == 200  # loaded
+
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+                body = {"model": "alpha", "messages": USER, "max_tokens": 300, "temperature": 0}
+                return await asyncio.gather(*(client.post("/v1/chat/completions", json=body) for _ in range(4)))
+
+        responses = asyncio.run(burst())
+        assert sorted(response.status_code for response in responses) == [200, 200, 429, 429]
+        refused = next(response for response in responses if response.status_code == 429)
+        assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert int(refused.headers["retry-after"]) >= 1

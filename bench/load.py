@@ -32,7 +32,9 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[index]
 
 
-async def stream_once(base_url: str, body: dict[str, Any], path: str = "/v1/chat/completions") -> StreamResult:
+async def stream_once(
+    base_url: str, body: dict[str, Any], path: str = "/v1/chat/completions"
+) -> StreamResult:
     """One streamed chat completion; TTFT is the first event carrying output text."""
     url = urlsplit(base_url)
     payload = json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}}).encode()

@@ -18,8 +18,8 @@ from backends.mlx.blas import use_fast_blas
 
 use_fast_blas()
 
-from bench.load import stream_once  # noqa: E402
-from bench.servers import gateway_server  # noqa: E402
+from bench.load import stream_once
+from bench.servers import gateway_server
 
 PROMPT = "Write a long story about a lighthouse keeper and the sea."
 CACHE = Path(tempfile.gettempdir()) / "gateway-bench-models"

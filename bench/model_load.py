@@ -20,7 +20,12 @@ from bench.servers import gateway_server
 
 
 def _ttft_ms(base_url: str, model: str, user: str) -> float:
-    body = {"model": model, "messages": [{"role": "user", "content": user}], "max_tokens": 4, "temperature": 0}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": user}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
     return asyncio.run(stream_once(base_url, body)).ttft_s * 1000
 
 
@@ -39,7 +44,10 @@ def run(report: Callable[[str], None], rounds: int = 3) -> dict[str, Any]:
                 httpx.post(f"{base_url}/admin/unload/{name}", timeout=120).raise_for_status()
                 cold.append(_ttft_ms(base_url, name, f"Hello number {index}"))
                 warm.append(_ttft_ms(base_url, name, f"Hello again {index}"))
-            results[name] = {"unloaded_ttft_ms": statistics.median(cold), "loaded_ttft_ms": statistics.median(warm)}
+            results[name] = {
+                "unloaded_ttft_ms": statistics.median(cold),
+                "loaded_ttft_ms": statistics.median(warm),
+            }
             report(
                 f"{name:>20}: unloaded {results[name]['unloaded_ttft_ms']:8.0f} ms | "
                 f"loaded {results[name]['loaded_ttft_ms']:6.1f} ms (median of {rounds})"

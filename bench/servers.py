@@ -24,10 +24,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def process_server(command: Sequence[str], port: int, ready_path: str, timeout_s: float = 300) -> Iterator[str]:
+def process_server(
+    command: Sequence[str], port: int, ready_path: str, timeout_s: float = 300
+) -> Iterator[str]:
     """Run `command` until `GET ready_path` answers 200; yields the base URL."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    log = tempfile.TemporaryFile()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     base_url = f"http://127.0.0.1:{port}"
     try:
@@ -71,7 +73,9 @@ def mlx_lm_server(model_dir: Path, *extra: str) -> Iterator[str]:
     """The peer: `mlx_lm.server` on the same model, with the same fast-BLAS preload as ours."""
     port = free_port()
     preload = "from backends.mlx.blas import use_fast_blas; use_fast_blas(); import runpy, sys; "
-    run = "sys.argv = ['mlx_lm.server'] + sys.argv[1:]; runpy.run_module('mlx_lm.server', run_name='__main__')"
+    run = (
+        "sys.argv = ['mlx_lm.server'] + sys.argv[1:]; runpy.run_module('mlx_lm.server', run_name='__main__')"
+    )
     command = [
         sys.executable, "-c", preload + run,
         "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port), *extra,

@@ -38,7 +38,9 @@ def bodies(model: str, count: int, seeded: bool) -> list[dict[str, Any]]:
     return [
         {
             "model": model,
-            "messages": [{"role": "user", "content": f"Tell me about {topics[index % len(topics)]} ({index})."}],
+            "messages": [
+                {"role": "user", "content": f"Tell me about {topics[index % len(topics)]} ({index})."}
+            ],
             "max_tokens": TOKENS,
             "temperature": 0.8,
             **({"seed": 1000 + index} if seeded else {}),
@@ -53,7 +55,8 @@ def sweep(base_url: str, model: str) -> dict[str, list[LoadResult]]:
     for seeded in (False, True):
         label = "seeded" if seeded else "unseeded"
         results[label] = [
-            run_load(base_url, bodies(model, max(2 * concurrency, 4), seeded), concurrency) for concurrency in CONCURRENCY
+            run_load(base_url, bodies(model, max(2 * concurrency, 4), seeded), concurrency)
+            for concurrency in CONCURRENCY
         ]
     return results
 
@@ -71,7 +74,10 @@ def cold_warm_ttft(base_url: str, model: str, trials: int = 3) -> dict[str, floa
         for index in range(2):
             body = {
                 "model": model,
-                "messages": [{"role": "system", "content": system}, {"role": "user", "content": f"Question {index}?"}],
+                "messages": [
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": f"Question {index}?"},
+                ],
                 "max_tokens": 8,
                 "temperature": 0,
             }
@@ -143,7 +149,10 @@ def run(report: Callable[[str], None]) -> dict[str, Any]:
         )
     plot(results, RESULTS / "serving.png")
     report(f"plot: {RESULTS / 'serving.png'}")
-    return {"load": {k: {m: [r.__dict__ for r in v] for m, v in d.items()} for k, d in results.items()}, "prefix": prefix}
+    return {
+        "load": {k: {m: [r.__dict__ for r in v] for m, v in d.items()} for k, d in results.items()},
+        "prefix": prefix,
+    }
 
 
 if __name__ == "__main__":

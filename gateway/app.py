@@ -136,7 +136,7 @@ async def _unload_idle_models(state: State) -> None:
         await asyncio.sleep(1.0)
         try:
             await state.registry.unload_idle(state.config.server.model_ttl_s)
-        except Exception:  # noqa: BLE001 - keep the loop alive; the failure is logged
+        except Exception:
             log.exception("idle unload failed")
 
 

@@ -79,7 +79,7 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
             )
         else:
             content = _encode(await service.complete(prepared, context))
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - every failure becomes an OpenAI error object
         failure = error if isinstance(error, GatewayError) else internal_error()
         context.status_code = failure.status_code
         await service.fail(error, context)

@@ -45,8 +45,12 @@ def assert_error(response: httpx.Response, status: int, param: str | None, code:
         ({"model": "echo", "messages": USER, "tool_choice": "sometimes"}, "tool_choice", "tool_choice"),
         ({"model": "echo", "messages": USER, "tool_choice": "required"}, "tool_choice", "needs 'tools'"),
         (
-            {"model": "echo", "messages": USER, "tools": [{"type": "function", "function": {"name": "a"}}],
-             "tool_choice": {"type": "function", "function": {"name": "b"}}},
+            {
+                "model": "echo",
+                "messages": USER,
+                "tools": [{"type": "function", "function": {"name": "a"}}],
+                "tool_choice": {"type": "function", "function": {"name": "b"}},
+            },
             "tool_choice",
             "not in 'tools'",
         ),

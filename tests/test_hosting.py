@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from gateway import create_app, load_config, parse_config
-from gateway.cli import main
 from gateway.admission import Admission
+from gateway.cli import main
 from gateway.errors import BackendUnavailable, RateLimited
 from tests.conftest import plugin_manager
 from tests.support.server import running_server

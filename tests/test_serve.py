@@ -77,4 +77,4 @@ def test_serve_answers_and_reloads_on_sighup(served: tuple[subprocess.Popen[byte
     process.terminate()
     output = process.communicate(timeout=30)[0].decode()
     assert "config reloaded" in output
-    assert "config reload rejected" in output and 'max_tokens: expected int' in output
+    assert "config reload rejected" in output and "max_tokens: expected int" in output

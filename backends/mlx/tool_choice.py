@@ -18,6 +18,7 @@ from gateway.errors import BackendFailed
 from gateway.protocol import ChatCompletionRequest, replace
 from gateway.validation import named_tool_choice
 
+
 class ToolChoiceNotMet(BackendFailed):
     """The model ignored a forcing `tool_choice` (no constrained decoding yet)."""
 

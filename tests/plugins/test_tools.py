@@ -194,7 +194,8 @@ def test_calls_after_the_last_allowed_round_go_to_the_client(recorder: ShoutTool
     config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, max_tool_rounds=0))
     with serve(config, production_manager(config, recorder)) as base_url:
         completion = client(base_url).chat.completions.create(
-            model="echo-alias", messages=call("shout", '{"text": "hey"}')  # type: ignore[arg-type]
+            model="echo-alias",
+            messages=call("shout", '{"text": "hey"}'),  # type: ignore[arg-type]
         )
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"

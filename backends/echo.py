@@ -34,8 +34,9 @@ from gateway.backend import (
     ToolCallDelta,
     wall_clock_stats,
 )
-from gateway.errors import BackendFailed
+from gateway.errors import BackendFailed, UnsupportedField
 from gateway.protocol import ChatCompletionRequest
+from gateway.validation import named_tool_choice
 
 
 class EchoOptions(Struct, forbid_unknown_fields=True):
@@ -71,7 +72,17 @@ class EchoBackend:
         return None
 
     def validate(self, request: ChatCompletionRequest) -> None:
-        return None
+        """A forcing `tool_choice` is honoured only when the answer is a call to that tool."""
+        forced = named_tool_choice(request.tool_choice) or request.tool_choice == "required"
+        if not forced:
+            return
+        call = _tool_call(request)
+        if call is None or (isinstance(forced, str) and call[0] != forced):
+            raise UnsupportedField(
+                "tool_choice",
+                self.kind,
+                "echo calls a tool only when the last user message is 'call <that name> <json>'",
+            )
 
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions

@@ -145,3 +145,17 @@ def test_server_stays_up_after_errors(client: openai.OpenAI, echo_server: str) -
 def test_unknown_route_and_method_use_openai_errors(echo_server: str) -> None:
     assert_error(httpx.get(f"{echo_server}/v1/nothing"), 404, None, "not_found")
     assert_error(httpx.get(f"{echo_server}/v1/chat/completions"), 405, None, "method_not_allowed")
+
+
+def test_echo_refuses_a_tool_choice_it_cannot_meet(client: openai.OpenAI) -> None:
+    tools = [{"type": "function", "function": {"name": "clock"}}]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="echo", messages=USER, tools=tools, tool_choice="required")  # type: ignore[arg-type]
+    assert caught.value.param == "tool_choice"
+    called = client.chat.completions.create(
+        model="echo",
+        messages=[{"role": "user", "content": "call clock {}"}],
+        tools=tools,  # type: ignore[arg-type]
+        tool_choice={"type": "function", "function": {"name": "clock"}},
+    )
+    assert called.choices[0].finish_reason == "tool_calls"

@@ -13,17 +13,14 @@ cancels the job.
 from __future__ import annotations
 
 import asyncio
-import gc
-import json
-import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import msgspec
 import structlog
 from msgspec import Meta
 
+from backends.mlx.loading import load_model, start_engine, stop_engine, weights_bytes
 from backends.mlx.tool_choice import (
     enforce_tool_choice,
     forced_tool,
@@ -124,10 +121,10 @@ class MLXBackend:
         """Start the engine thread and load the model on it (never on the event loop)."""
         if self._engine is not None:
             return
-        engine = await asyncio.to_thread(_start_engine, self.spec.id, self.options, self.prefix_cache_bytes)
+        engine = await asyncio.to_thread(start_engine, self.spec.id, self.options, self.prefix_cache_bytes)
         try:
             self._tokenizer, trained_context = await asyncio.wrap_future(
-                engine.call(_load_model, engine, self.spec, self.options)
+                engine.call(load_model, engine, self.spec, self.options)
             )
         except BaseException:
             await asyncio.to_thread(engine.stop)
@@ -141,13 +138,13 @@ class MLXBackend:
         self._tokenizer = None
         if engine is None:
             return
-        await asyncio.to_thread(_stop_engine, engine)
+        await asyncio.to_thread(stop_engine, engine)
 
     def memory_estimate(self) -> int:
         """Bytes the model will take: its weights' files, scaled when `dtype` casts
         16-bit weights to float32 or back, plus the prefix cache's cap (it fills up
         in use); the registry budgets loads with it."""
-        return _weights_bytes(self.spec.config.path or "", self.options.dtype) + self.prefix_cache_bytes
+        return weights_bytes(self.spec.config.path or "", self.options.dtype) + self.prefix_cache_bytes
 
     def stats(self) -> dict[str, Any]:
         engine = self._engine
@@ -332,77 +329,3 @@ def _stats(job: Job, done: JobDone) -> GenerationStats:
         peak_memory_bytes=done.peak_memory,
         cached_tokens=done.cached_tokens,
     )
-
-
-# --- the engine thread's side of loading --------------------------------------------
-
-
-def _weights_bytes(path: str, dtype: str | None) -> int:
-    directory = Path(path)
-    if not directory.is_dir():
-        return 0
-    size = sum(file.stat().st_size for file in directory.glob("*.safetensors"))
-    try:
-        config = json.loads((directory / "config.json").read_text())
-    except (OSError, ValueError):
-        return size
-    stored = config.get("torch_dtype")
-    width = {"float32": 4, "bfloat16": 2, "float16": 2}
-    if dtype in width and stored in width and "quantization" not in config:
-        size = size * width[dtype] // width[stored]
-    return size
-
-
-def _start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) -> Engine:
-    """Preload the fast BLAS, then import mlx (through the engine module) and start it."""
-    from backends.mlx.blas import use_fast_blas
-
-    result = use_fast_blas(options.fast_blas)
-    log.info("mlx blas", model=model_id, status=result.status, detail=result.message)
-    from backends.mlx.engine import Engine
-
-    engine = Engine(
-        max_batch_size=options.max_batch_size,
-        prefill_step_size=options.prefill_step_size,
-        prefix_cache_bytes=prefix_cache_bytes,
-        name=model_id,
-    )
-    engine.start()
-    return engine
-
-
-def _load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> tuple[Any, int | None]:
-    """Runs on the engine thread: load, cast, warm up; returns the tokenizer and the
-    context length the model was made for (the default `max_context`)."""
-    import mlx.core as mx
-    from mlx_lm import load
-
-    started = time.perf_counter()
-    path = spec.config.path or ""
-    if path.startswith(("/", ".", "~")) and not Path(path).expanduser().is_dir():
-        raise BackendUnavailable(f"model '{spec.id}': no model directory at '{path}'")
-    model, tokenizer = load(str(Path(path).expanduser()) if path.startswith("~") else path)
-    if options.dtype is not None:
-        model.set_dtype(getattr(mx, options.dtype))
-    engine.attach(model)
-    log.info(
-        "mlx model loaded",
-        model=spec.id,
-        path=spec.config.path,
-        seconds=round(time.perf_counter() - started, 2),
-        vocab=engine.vocab_size,
-        batched=engine.batched,
-        prefix_cache=engine.prefix.mode if engine.prefix is not None else None,
-    )
-    trained_context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
-    return tokenizer, trained_context if isinstance(trained_context, int) else None
-
-
-def _stop_engine(engine: Engine) -> None:
-    import mlx.core as mx
-
-    if engine.running:
-        engine.call(engine.detach).result(timeout=60)
-    engine.stop()
-    mx.clear_cache()
-    gc.collect()

@@ -20,9 +20,7 @@ import pytest
 
 pytest.importorskip("mlx.core")
 
-from backends.mlx import plugin as mlx_plugin
-from gateway import create_app, parse_config
-from gateway.plugins import new_plugin_manager
+from tests.support.apps import mlx_app as build_mlx_app
 from tests.support.mlx_models import CALL_PARIS, RUNNER_UP, expected_logprobs, script_info
 from tests.support.server import running_server
 
@@ -66,9 +64,7 @@ def mlx_app(model_paths: dict[str, Path]) -> Any:
         "options": {"max_context": 40},
         "defaults": greedy,
     }
-    manager = new_plugin_manager()
-    manager.register(mlx_plugin, name="mlx")
-    return create_app(parse_config({"models": models}), manager)
+    return build_mlx_app(models)
 
 
 @pytest.fixture(scope="module")

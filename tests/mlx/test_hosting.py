@@ -21,6 +21,7 @@ pytest.importorskip("mlx.core")
 from backends.mlx import plugin as mlx_plugin
 from gateway import create_app, load_config, parse_config
 from gateway.plugins import new_plugin_manager
+from tests.support.apps import mlx_app
 from tests.support.server import running_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +40,6 @@ def three_models(tmp_path_factory: pytest.TempPathFactory, tiny_llama_path: Path
 
 def weights_bytes(path: Path) -> int:
     return sum(file.stat().st_size for file in path.glob("*.safetensors"))
-
-
-def mlx_app(models: dict[str, Any], **server: Any) -> Any:
-    manager = new_plugin_manager()
-    manager.register(mlx_plugin, name="mlx")
-    return create_app(parse_config({"server": server, "models": models}), manager)
 
 
 def statuses(base_url: str) -> dict[str, str]:

@@ -18,15 +18,13 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
-from backends.mlx import plugin as mlx_plugin
 from backends.mlx.engine import Engine
 from backends.mlx.prefix_cache import PrefixCache, cache_mode
 from backends.mlx.prefix_store import PrefixStore, common_tokens, pack
 from backends.mlx.sampling import SamplingParams
-from gateway import create_app, parse_config
-from gateway.plugins import new_plugin_manager
 from gateway.protocol import ChatCompletionRequest
 from tests.mlx.test_engine import GREEDY, make_job, on_thread, run_job, start_engine
+from tests.support.apps import mlx_app
 from tests.support.mlx_models import script_info
 from tests.support.server import running_server
 
@@ -287,9 +285,7 @@ def app(tiny_llama_path: Path, scripted_model: Callable[[str], Path]) -> Any:
         "bench": {"backend": "mlx", "path": tiny},
         "small": {"backend": "mlx", "path": tiny, "options": {"prefix_cache_bytes": 300_000}},
     }
-    manager = new_plugin_manager()
-    manager.register(mlx_plugin, name="mlx")
-    return create_app(parse_config({"models": models}), manager)
+    return mlx_app(models)
 
 
 @pytest.fixture(scope="module")

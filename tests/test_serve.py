@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,8 +62,11 @@ def wait_for(condition: object, timeout_s: float = 20) -> bool:
 def test_serve_answers_and_reloads_on_sighup(served: tuple[subprocess.Popen[bytes], str, Path]) -> None:
     process, base_url, config = served
     client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
-    reply = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi you"}])
-    assert reply.choices[0].message.content == "hi you"
+    raw = client.chat.completions.with_raw_response.create(
+        model="echo", messages=[{"role": "user", "content": "hi you"}]
+    )
+    assert raw.parse().choices[0].message.content == "hi you"
+    request_id = raw.headers["x-request-id"]
 
     config.write_text('[models.echo]\nbackend = "echo"\n\n[models.second]\nbackend = "echo"\n')
     os.kill(process.pid, signal.SIGHUP)
@@ -76,5 +80,8 @@ def test_serve_answers_and_reloads_on_sighup(served: tuple[subprocess.Popen[byte
 
     process.terminate()
     output = process.communicate(timeout=30)[0].decode()
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    # JSON lines; every line logged inside the request carries the id the response had
+    assert "model loading" in [line["event"] for line in lines if line.get("request_id") == request_id]
     assert "config reloaded" in output
     assert "config reload rejected" in output and "max_tokens: expected int" in output

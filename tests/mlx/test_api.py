@@ -318,6 +318,23 @@ def test_seeded_output_is_the_same_alone_and_among_eight_concurrent_others(serve
     assert asyncio.run(run([seeded]))[0] == alone
 
 
+def test_streamed_n_choices_equal_the_non_streamed_ones(client: openai.OpenAI) -> None:
+    fields: dict[str, Any] = {
+        "model": "tiny", "messages": USER, "max_tokens": 10, "temperature": 1.0, "seed": 5, "n": 3,
+        "extra_body": NO_THINKING,
+    }  # fmt: skip
+    whole = [choice.message.content for choice in client.chat.completions.create(**fields).choices]
+    texts, roles, finishes = ["", "", ""], [0, 0, 0], [None, None, None]
+    for chunk in client.chat.completions.create(**fields, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+            roles[choice.index] += choice.delta.role == "assistant"
+            finishes[choice.index] = choice.finish_reason or finishes[choice.index]
+    assert texts == whole
+    assert roles == [1, 1, 1]  # the role once, in each choice's first delta
+    assert finishes == ["length"] * 3
+
+
 def test_sampling_fields_are_accepted_and_change_output(client: openai.OpenAI) -> None:
     def ask(**fields: Any) -> str:
         completion = client.chat.completions.create(

@@ -126,3 +126,10 @@ def test_health_and_openapi_schema(echo_server: str) -> None:
 def test_response_carries_request_id(echo_server: str) -> None:
     response = httpx.post(f"{echo_server}/v1/chat/completions", json={"model": "echo", "messages": USER})
     assert response.headers["x-request-id"].startswith("req_")
+
+
+def test_a_previous_answer_appended_to_the_history_is_accepted(client: openai.OpenAI) -> None:
+    first = client.chat.completions.create(model="echo", messages=USER)
+    history = [*USER, first.choices[0].message, {"role": "user", "content": "and again"}]
+    second = client.chat.completions.create(model="echo", messages=history)  # type: ignore[arg-type]
+    assert second.choices[0].message.content == "and again"

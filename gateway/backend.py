@@ -176,11 +176,6 @@ def _asks_for_something(name: str, value: Any) -> bool:
     return not (value is None or value == _UNSET_VALUES.get(name) or value == [] or value == {})
 
 
-def set_fields(request: ChatCompletionRequest) -> list[str]:
-    """Names of the request fields that carry a value asking for something."""
-    return [name for name in request.__struct_fields__ if _asks_for_something(name, getattr(request, name))]
-
-
 @functools.cache
 def _unsupported_names(supported: frozenset[str]) -> tuple[str, ...]:
     """The request fields a backend does not honour, in declaration order (once per backend kind)."""

@@ -28,16 +28,13 @@ _Impl = tuple[str, Callable[..., Any], tuple[str, ...], bool]  # name, function,
 class HookRunner:
     """Runs the per-request hooks of one plugin manager.
 
-    The call order of each hook is read from pluggy once (at start-up and after
-    plugins change), so a request pays for a plain loop over functions.
+    The call order of each hook is read from pluggy once (plugins are fixed once
+    the app is built), so a request pays for a plain loop over functions.
     """
 
     def __init__(self, plugin_manager: pluggy.PluginManager) -> None:
         self.plugin_manager = plugin_manager
         self._order: dict[str, list[_Impl]] = {}
-
-    def refresh(self) -> None:
-        self._order.clear()
 
     def implementations(self, hook_name: str) -> list[_Impl]:
         order = self._order.get(hook_name)

@@ -128,11 +128,6 @@ class ChatCompletionRequest(Struct, forbid_unknown_fields=True, omit_defaults=Tr
     user: str | None = None
 
     @property
-    def token_limit(self) -> int | None:
-        """`max_completion_tokens` is the newer name of `max_tokens`; either may be set."""
-        return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
-
-    @property
     def stop_strings(self) -> list[str]:
         if self.stop is None:
             return []

@@ -78,7 +78,6 @@ class MLXBackend:
     supported_fields: ClassVar[frozenset[str]] = frozenset(
         {
             "max_tokens",
-            "max_completion_tokens",
             "temperature",
             "top_p",
             "top_k",
@@ -218,9 +217,8 @@ class MLXBackend:
         )
 
     def _token_limit(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
-        limit = request.token_limit or self.spec.config.default_max_tokens
-        if self.spec.config.max_tokens is not None:
-            limit = min(limit, self.spec.config.max_tokens)
+        # The gateway has applied the model's default and ceiling (`apply_model_config`).
+        limit = request.max_tokens or self.spec.config.default_max_tokens
         context = self._max_context
         if context is not None and prompt_tokens + limit > context:
             if prompt_tokens >= context:

@@ -11,7 +11,7 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +51,20 @@ def scripted_model(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str | 
         return built[scenario]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def server(app: Any) -> Iterator[str]:
+    """A real server for the requesting module's `app` fixture, on a free loopback port."""
+    from tests.support.server import running_server
+
+    with running_server(app) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def client(server: str) -> Any:
+    """The official openai client against `server`."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)

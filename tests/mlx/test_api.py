@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,8 @@ import pytest
 
 pytest.importorskip("mlx.core")
 
-from tests.support.apps import mlx_app as build_mlx_app
+from tests.support.apps import mlx_app
 from tests.support.mlx_models import CALL_PARIS, RUNNER_UP, expected_logprobs, script_info
-from tests.support.server import running_server
 
 SCRIPTED = ("plain", "reasoning", "tool_call", "two_tool_calls", "stop", "endless")
 USER = [{"role": "user", "content": "Hi!"}]
@@ -50,7 +49,7 @@ def model_paths(scripted_model: Callable[[str], Path], tiny_llama_path: Path) ->
 
 
 @pytest.fixture(scope="module")
-def mlx_app(model_paths: dict[str, Path]) -> Any:
+def app(model_paths: dict[str, Path]) -> Any:
     # Scripted models answer greedily unless a test asks otherwise (their runner-up
     # token is likely enough to be sampled at temperature 1).
     greedy = {"temperature": 0.0}
@@ -64,18 +63,7 @@ def mlx_app(model_paths: dict[str, Path]) -> Any:
         "options": {"max_context": 40},
         "defaults": greedy,
     }
-    return build_mlx_app(models)
-
-
-@pytest.fixture(scope="module")
-def server(mlx_app: Any) -> Iterator[str]:
-    with running_server(mlx_app) as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-def client(server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
+    return mlx_app(models)
 
 
 def engine_rows(app: Any, model: str) -> int:
@@ -393,7 +381,7 @@ def test_bench_generates_exactly_max_tokens(server: str) -> None:
     assert reply["choices"][0]["finish_reason"] == "length"
 
 
-def test_closed_stream_frees_the_rows(client: openai.OpenAI, mlx_app: Any) -> None:
+def test_closed_stream_frees_the_rows(client: openai.OpenAI, app: Any) -> None:
     stream = client.chat.completions.create(
         model="endless", messages=USER, max_tokens=20_000, stream=True, extra_body=NO_THINKING
     )
@@ -402,6 +390,6 @@ def test_closed_stream_frees_the_rows(client: openai.OpenAI, mlx_app: Any) -> No
             break
     stream.close()
     deadline = time.monotonic() + 10
-    while engine_rows(mlx_app, "endless") and time.monotonic() < deadline:
+    while engine_rows(app, "endless") and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert engine_rows(mlx_app, "endless") == 0
+    assert engine_rows(app, "endless") == 0

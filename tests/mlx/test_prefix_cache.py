@@ -26,7 +26,6 @@ from gateway.protocol import ChatCompletionRequest
 from tests.mlx.test_engine import GREEDY, make_job, on_thread, run_job, start_engine
 from tests.support.apps import mlx_app
 from tests.support.mlx_models import script_info
-from tests.support.server import running_server
 
 SEEDED = SamplingParams(temperature=1.0, top_p=0.95, seed=11)
 BASE = [(7 * i) % 500 + 3 for i in range(75)]
@@ -286,17 +285,6 @@ def app(tiny_llama_path: Path, scripted_model: Callable[[str], Path]) -> Any:
         "small": {"backend": "mlx", "path": tiny, "options": {"prefix_cache_bytes": 300_000}},
     }
     return mlx_app(models)
-
-
-@pytest.fixture(scope="module")
-def server(app: Any) -> Iterator[str]:
-    with running_server(app) as base_url:
-        yield base_url
-
-
-@pytest.fixture(scope="module")
-def client(server: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{server}/v1", api_key="unused", max_retries=0)
 
 
 def prompt_tokens(app: Any, model: str, messages: list[dict[str, str]], **fields: Any) -> list[int]:

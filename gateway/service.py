@@ -77,7 +77,7 @@ class ChatService:
         entry = self.registry.resolve(request.model)
         context.model, context.backend = entry.id, entry.config.backend
         _check_allowed(context.identity, request.model, entry.id)
-        request = apply_model_config(replace(request, model=entry.id), entry.config)
+        request = apply_model_config(request, entry.id, entry.config)
         check_backend_support(request, self.registry.factory(entry))
         lease = await self.registry.acquire(entry)
         try:

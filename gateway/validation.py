@@ -103,9 +103,11 @@ def named_tool_choice(choice: str | dict[str, Any] | None) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def apply_model_config(request: ChatCompletionRequest, model: ModelConfig) -> ChatCompletionRequest:
-    """Fill unset fields from the model's defaults; enforce its token ceiling."""
-    changes = {
+def apply_model_config(
+    request: ChatCompletionRequest, model_id: str, model: ModelConfig
+) -> ChatCompletionRequest:
+    """Name the model by its id, fill unset fields from its defaults, enforce its token ceiling."""
+    changes: dict[str, Any] = {
         name: value
         for name, value in msgspec.structs.asdict(model.defaults).items()
         if value is not None and getattr(request, name) is None
@@ -118,7 +120,7 @@ def apply_model_config(request: ChatCompletionRequest, model: ModelConfig) -> Ch
                 param="max_tokens",
             )
         max_tokens = model.max_tokens
-    changes["max_tokens"] = max_tokens
+    changes.update(max_tokens=max_tokens, model=model_id)
     return replace(request, **changes)
 
 

@@ -13,11 +13,11 @@ from typing import Any
 import msgspec
 import structlog
 from litestar import Request, Response, get, post
-from litestar.exceptions import HTTPException
 from litestar.response import Stream
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import RequestContext, new_request_id
-from gateway.errors import GatewayError, PayloadTooLarge, internal_error
+from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, internal_error
 from gateway.openapi import ChatOperation
 from gateway.registry import BackendRegistry, ModelEntry
 from gateway.responses import ModelCard, ModelList
@@ -42,15 +42,42 @@ def _context(request: Request[Any, Any, Any], endpoint: str) -> RequestContext:
     return context
 
 
-async def _body(request: Request[Any, Any, Any]) -> bytes:
-    try:
-        return await request.body()
-    except HTTPException as error:
-        if error.status_code == 413:
-            raise PayloadTooLarge(
-                f"The request body is larger than {request.app.state.config.server.max_body_bytes} bytes"
-            ) from None
-        raise
+async def _body(request: Request[Any, Any, Any], headers: dict[str, str]) -> bytes:
+    """The whole body, read straight from ASGI (Litestar's reader parses the headers again)."""
+    limit = request.app.state.config.server.max_body_bytes
+    announced = headers.get("content-length", "")
+    if announced.isdigit() and int(announced) > limit:
+        raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected("the client disconnected before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The request body is larger than {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class JsonResponse:
+    """A complete JSON answer as two ASGI messages (Litestar's `Response` costs more per request)."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, body: bytes, headers: dict[str, str]) -> None:
+        self.body = body
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            *((name.encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
 
 
 async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -60,12 +87,12 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
             yield item
 
 
-async def _chat(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]:
+async def _chat(request: Request[Any, Any, Any], endpoint: str) -> ASGIApp:
     service = _service(request)
     context = _context(request, endpoint)
     headers = {REQUEST_ID_HEADER: context.request_id}
     try:
-        prepared = await service.prepare(await _body(request), context)
+        prepared = await service.prepare(await _body(request, context.headers), context)
         if endpoint == "bench":
             content = _encode(await service.bench(prepared, context))
         elif prepared.request.stream:
@@ -85,13 +112,13 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> Response[Any]
         await service.fail(error, context)
         failure.headers.update(headers)
         raise failure from (None if failure is error else error)
-    return Response(content=content, media_type=JSON, headers=headers)
+    return JsonResponse(content, headers)
 
 
 @post(
     "/v1/chat/completions", operation_class=ChatOperation, status_code=200, summary="Create a chat completion"
 )
-async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
     return await _chat(request, "chat")
 
 
@@ -101,7 +128,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     status_code=200,
     summary="Benchmark a chat completion",
 )
-async def bench_chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+async def bench_chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
     """Exactly `max_tokens` tokens (end-of-sequence banned), no prefix cache, plus `generation_stats`."""
     return await _chat(request, "bench")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import httpx
@@ -11,7 +12,7 @@ import pytest
 USER = [{"role": "user", "content": "hi there"}]
 
 
-def post(base_url: str, body: Any = None, content: bytes | None = None) -> httpx.Response:
+def post(base_url: str, body: Any = None, content: bytes | Iterable[bytes] | None = None) -> httpx.Response:
     return httpx.post(f"{base_url}/v1/chat/completions", json=body, content=content)
 
 
@@ -87,6 +88,29 @@ def test_malformed_json(echo_server: str) -> None:
 def test_oversized_body_is_413(echo_server: str) -> None:
     huge = [{"role": "user", "content": "x" * (200 * 1024)}]
     assert_error(post(echo_server, {"model": "echo", "messages": huge}), 413, None, "request_too_large")
+
+
+def test_oversized_chunked_body_is_413(echo_server: str) -> None:
+    """Without a Content-Length the limit is enforced while reading."""
+
+    def pieces() -> Iterator[bytes]:
+        yield b'{"model": "echo", "messages": [{"role": "user", "content": "'
+        for _ in range(16):
+            yield b"x" * 8192
+
+    response = post(echo_server, content=pieces())
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, None, "request_too_large")
+
+
+def test_chunked_body_within_the_limit_is_read_whole(echo_server: str) -> None:
+    def pieces() -> Iterator[bytes]:
+        yield b'{"model": "echo", "messages": [{"role": "user", '
+        yield b'"content": "in two pieces"}]}'
+
+    response = post(echo_server, content=pieces())
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "in two pieces"
 
 
 def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:

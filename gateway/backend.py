@@ -10,8 +10,9 @@ nothing of HTTP: the gateway turns these events into OpenAI responses.
 from __future__ import annotations
 
 import functools
+import operator
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import msgspec
@@ -177,15 +178,19 @@ def _asks_for_something(name: str, value: Any) -> bool:
 
 
 @functools.cache
-def _unsupported_names(supported: frozenset[str]) -> tuple[str, ...]:
-    """The request fields a backend does not honour, in declaration order (once per backend kind)."""
+def _unsupported_names(supported: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    """The request fields a backend does not honour, in declaration order, and a getter for
+    their values (worked out once per backend kind)."""
     allowed = CORE_FIELDS | supported
-    return tuple(name for name in ChatCompletionRequest.__struct_fields__ if name not in allowed)
+    names = tuple(name for name in ChatCompletionRequest.__struct_fields__ if name not in allowed)
+    if len(names) > 1:
+        return names, operator.attrgetter(*names)  # a tuple of values in one C call
+    return names, lambda request: tuple(getattr(request, name) for name in names)
 
 
 def unsupported_fields(request: ChatCompletionRequest, backend: type[Backend] | Backend) -> list[str]:
-    return [
-        name
-        for name in _unsupported_names(frozenset(backend.supported_fields))
-        if _asks_for_something(name, getattr(request, name))
-    ]
+    names, values_of = _unsupported_names(frozenset(backend.supported_fields))
+    values = values_of(request)
+    if values.count(None) == len(values):  # the usual case, at C speed
+        return []
+    return [name for name, value in zip(names, values, strict=True) if _asks_for_something(name, value)]

@@ -99,57 +99,51 @@ class ChatService:
 
         Tool-call deltas are held back until the choice finishes when a plugin
         may route tool calls: calls it runs never reach the client, the model is
-        asked again with their results, and usage is summed over rounds.
+        asked again with their results, and usage is summed over rounds. The
+        lease is released when generation ends, however it ends.
         """
         try:
-            async with aclosing(self._rounds(prepared, context, options)) as events:
-                async for event in events:
-                    yield event
+            request = prepared.request
+            routing = self.hooks.has("route_tool_call") and request.choice_count == 1
+            chunk_hooks = self.hooks.has("on_chunk")
+            usage = TokenUsage(0, 0)
+            stats: GenerationStats | None = None
+            rounds = self.config.server.max_tool_rounds + 1
+            for round_number in range(1, rounds + 1):
+                routing = routing and round_number < rounds  # the last round's calls go to the client
+                held: list[GenerationChunk] = []
+                end: GenerationEnd | None = None
+                async with aclosing(prepared.backend.generate(request, options)) as events:
+                    async for event in events:
+                        if isinstance(event, GenerationEnd):
+                            end = event
+                            break
+                        chunk = (
+                            self.hooks.chain_sync("on_chunk", "chunk", event, context=context)
+                            if chunk_hooks
+                            else event
+                        )
+                        if chunk is not event and _is_empty(chunk):
+                            continue  # a plugin holds this piece back (e.g. to see a whole word)
+                        if context.timings.first_token is None:
+                            context.timings.first_token = time.perf_counter()
+                        if routing and (chunk.tool_calls or held):
+                            held.append(chunk)
+                            continue
+                        yield chunk
+                if end is None:
+                    raise BackendFailed(f"backend '{prepared.backend.kind}' ended without a result")
+                usage = _add_usage(usage, end.usage)
+                stats = end.stats
+                results = await self._route_tool_calls(held, request, context) if held else None
+                if results is None:
+                    for chunk in held:
+                        yield chunk
+                    break
+                request = replace(request, messages=[*request.messages, *results])
+            yield GenerationEnd(usage=usage, stats=stats)
         finally:
             prepared.lease.release()
-
-    async def _rounds(
-        self, prepared: PreparedRequest, context: RequestContext, options: GenerationOptions
-    ) -> AsyncIterator[GenerationChunk | GenerationEnd]:
-        request = prepared.request
-        routing = self.hooks.has("route_tool_call") and request.choice_count == 1
-        chunk_hooks = self.hooks.has("on_chunk")
-        usage = TokenUsage(0, 0)
-        stats: GenerationStats | None = None
-        rounds = self.config.server.max_tool_rounds + 1
-        for round_number in range(1, rounds + 1):
-            routing = routing and round_number < rounds  # the last round's calls go to the client
-            held: list[GenerationChunk] = []
-            end: GenerationEnd | None = None
-            async with aclosing(prepared.backend.generate(request, options)) as events:
-                async for event in events:
-                    if isinstance(event, GenerationEnd):
-                        end = event
-                        break
-                    chunk = (
-                        self.hooks.chain_sync("on_chunk", "chunk", event, context=context)
-                        if chunk_hooks
-                        else event
-                    )
-                    if chunk is not event and _is_empty(chunk):
-                        continue  # a plugin holds this piece back (e.g. to see a whole word)
-                    if context.timings.first_token is None:
-                        context.timings.first_token = time.perf_counter()
-                    if routing and (chunk.tool_calls or held):
-                        held.append(chunk)
-                        continue
-                    yield chunk
-            if end is None:
-                raise BackendFailed(f"backend '{prepared.backend.kind}' ended without a result")
-            usage = _add_usage(usage, end.usage)
-            stats = end.stats
-            results = await self._route_tool_calls(held, request, context) if held else None
-            if results is None:
-                for chunk in held:
-                    yield chunk
-                break
-            request = replace(request, messages=[*request.messages, *results])
-        yield GenerationEnd(usage=usage, stats=stats)
 
     async def _route_tool_calls(
         self, held: list[GenerationChunk], request: ChatCompletionRequest, context: RequestContext

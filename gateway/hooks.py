@@ -10,9 +10,10 @@ plugin's name.
 from __future__ import annotations
 
 import inspect
+import operator
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import pluggy
 import structlog
@@ -22,7 +23,13 @@ from gateway.errors import GatewayError, PluginFailed
 log = structlog.get_logger("gateway.hooks")
 _TRACE = os.environ.get("GATEWAY_TRACE_HOOKS", "") not in ("", "0")
 
-_Impl = tuple[str, Callable[..., Any], tuple[str, ...], bool]  # name, function, arguments, async
+
+
+class _Impl(NamedTuple):
+    plugin_name: str
+    function: Callable[..., Any]
+    arguments: Callable[[dict[str, Any]], tuple[Any, ...]]  # its positional arguments from the call's
+    is_async: bool
 
 
 class HookRunner:
@@ -41,7 +48,7 @@ class HookRunner:
         if order is None:
             caller = getattr(self.plugin_manager.hook, hook_name)
             order = [
-                (impl.plugin_name, impl.function, tuple(impl.argnames), _is_async(impl.function))
+                _Impl(impl.plugin_name, impl.function, _picker(impl.argnames), _is_async(impl.function))
                 for impl in reversed(caller.get_hookimpls())
             ]
             self._order[hook_name] = order
@@ -52,15 +59,14 @@ class HookRunner:
 
     def _start(self, hook_name: str, impl: _Impl, kwargs: dict[str, Any]) -> Any:
         """Call one implementation: its result, or for an `async def` its coroutine."""
-        plugin_name, function, argnames, _ = impl
         if _TRACE:
-            log.info("hook call", hook=hook_name, plugin=plugin_name)
+            log.info("hook call", hook=hook_name, plugin=impl.plugin_name)
         try:
-            return function(**{name: kwargs[name] for name in argnames})
+            return impl.function(*impl.arguments(kwargs))
         except GatewayError:
             raise
         except Exception as error:
-            raise PluginFailed(plugin_name, hook_name) from error
+            raise PluginFailed(impl.plugin_name, hook_name) from error
 
     async def _settle(self, hook_name: str, impl: _Impl, coroutine: Any) -> Any:
         try:
@@ -68,18 +74,18 @@ class HookRunner:
         except GatewayError:
             raise
         except Exception as error:
-            raise PluginFailed(impl[0], hook_name) from error
+            raise PluginFailed(impl.plugin_name, hook_name) from error
 
     async def _call(self, hook_name: str, impl: _Impl, kwargs: dict[str, Any]) -> Any:
         result = self._start(hook_name, impl, kwargs)
-        return await self._settle(hook_name, impl, result) if impl[3] else result
+        return await self._settle(hook_name, impl, result) if impl.is_async else result
 
     async def call_all(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Every implementation, in order; the non-None results."""
         results = []
         for impl in self.implementations(hook_name):
             result = self._start(hook_name, impl, kwargs)  # sync ones cost no coroutine
-            if impl[3]:
+            if impl.is_async:
                 result = await self._settle(hook_name, impl, result)
             if result is not None:
                 results.append(result)
@@ -95,13 +101,13 @@ class HookRunner:
             try:
                 await self._call(hook_name, impl, kwargs)
             except Exception as error:
-                log.error("hook failed", hook=hook_name, plugin=impl[0], exc_info=error)
+                log.error("hook failed", hook=hook_name, plugin=impl.plugin_name, exc_info=error)
 
     async def first_result(self, hook_name: str, **kwargs: Any) -> Any:
         """Implementations in order until one returns something other than None."""
         for impl in self.implementations(hook_name):
             result = self._start(hook_name, impl, kwargs)
-            if impl[3]:
+            if impl.is_async:
                 result = await self._settle(hook_name, impl, result)
             if result is not None:
                 return result
@@ -111,7 +117,7 @@ class HookRunner:
         """Each implementation gets the previous one's result as `value_name`."""
         for impl in self.implementations(hook_name):
             result = self._start(hook_name, impl, {value_name: value, **kwargs})
-            if impl[3]:
+            if impl.is_async:
                 result = await self._settle(hook_name, impl, result)
             if result is not None:
                 value = result
@@ -124,6 +130,13 @@ class HookRunner:
             if result is not None:
                 value = result
         return value
+
+
+def _picker(argnames: Sequence[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The implementation's arguments, in its order, from the call's keywords (in one C call)."""
+    if len(argnames) > 1:
+        return operator.itemgetter(*argnames)
+    return lambda kwargs: tuple(kwargs[name] for name in argnames)
 
 
 def _is_async(function: Callable[..., Any]) -> bool:

@@ -1,0 +1,52 @@
+"""gateway/logs.py: one JSON object per line, with level, time and the bound request id."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from collections.abc import Iterator
+from types import SimpleNamespace
+
+import msgspec
+import pytest
+import structlog
+
+from gateway.logs import configure_logging
+
+
+@pytest.fixture
+def json_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
+    output = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", SimpleNamespace(buffer=output))
+    configured = structlog.get_config()
+    configure_logging("json", "info")
+    yield output
+    structlog.configure(**configured)
+    structlog.contextvars.clear_contextvars()
+
+
+def lines(output: io.BytesIO) -> list[dict]:
+    return [msgspec.json.decode(line) for line in output.getvalue().splitlines()]
+
+
+def test_a_line_has_level_time_and_request_id(json_lines: io.BytesIO) -> None:
+    structlog.contextvars.bind_contextvars(request_id="req_1")
+    log = structlog.get_logger("test")
+    log.info("hello", answer=42)
+    log.warning("careful")
+    log.debug("not shown at info")
+    first, second = lines(json_lines)
+    assert first["event"] == "hello" and first["answer"] == 42 and first["request_id"] == "req_1"
+    assert (first["level"], second["level"]) == ("info", "warning")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["timestamp"])
+
+
+def test_exceptions_become_tracebacks(json_lines: io.BytesIO) -> None:
+    try:
+        raise ValueError("broken on purpose")
+    except ValueError:
+        structlog.get_logger("test").exception("failed")
+    [line] = lines(json_lines)
+    assert line["level"] == "error"
+    assert "Traceback" in line["exception"] and "ValueError: broken on purpose" in line["exception"]

@@ -24,7 +24,6 @@ log = structlog.get_logger("gateway.hooks")
 _TRACE = os.environ.get("GATEWAY_TRACE_HOOKS", "") not in ("", "0")
 
 
-
 class _Impl(NamedTuple):
     plugin_name: str
     function: Callable[..., Any]

@@ -11,13 +11,13 @@ from contextlib import aclosing
 from typing import Any
 
 import msgspec
-import structlog
 from litestar import Request, Response, get, post
 from litestar.response import Stream
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import RequestContext, new_request_id
 from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, internal_error
+from gateway.logs import bind_request_id
 from gateway.openapi import ChatOperation
 from gateway.registry import BackendRegistry, ModelEntry
 from gateway.responses import ModelCard, ModelList
@@ -38,7 +38,7 @@ def _context(request: Request[Any, Any, Any], endpoint: str) -> RequestContext:
         name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.scope["headers"]
     }
     context = RequestContext(request_id=new_request_id(), endpoint=endpoint, headers=headers)
-    structlog.contextvars.bind_contextvars(request_id=context.request_id)
+    bind_request_id(context.request_id)
     return context
 
 

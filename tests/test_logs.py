@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 import sys
@@ -12,7 +13,7 @@ import msgspec
 import pytest
 import structlog
 
-from gateway.logs import configure_logging
+from gateway.logs import bind_request_id, configure_logging
 
 
 @pytest.fixture
@@ -23,7 +24,6 @@ def json_lines(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.BytesIO]:
     configure_logging("json", "info")
     yield output
     structlog.configure(**configured)
-    structlog.contextvars.clear_contextvars()
 
 
 def lines(output: io.BytesIO) -> list[dict]:
@@ -31,14 +31,21 @@ def lines(output: io.BytesIO) -> list[dict]:
 
 
 def test_a_line_has_level_time_and_request_id(json_lines: io.BytesIO) -> None:
-    structlog.contextvars.bind_contextvars(request_id="req_1")
     log = structlog.get_logger("test")
-    log.info("hello", answer=42)
-    log.warning("careful")
-    log.debug("not shown at info")
-    first, second = lines(json_lines)
+    log.info("before any request")
+
+    async def request() -> None:  # each request runs in its own task, so its own context
+        bind_request_id("req_1")
+        log.info("hello", answer=42)
+        log.warning("careful")
+        log.debug("not shown at info")
+
+    asyncio.run(request())
+    log.info("after the request")
+    before, first, second, after = lines(json_lines)
     assert first["event"] == "hello" and first["answer"] == 42 and first["request_id"] == "req_1"
     assert (first["level"], second["level"]) == ("info", "warning")
+    assert "request_id" not in before and "request_id" not in after
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", first["timestamp"])
 
 

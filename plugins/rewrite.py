@@ -19,9 +19,10 @@ messages. Template variables: {date} and {time} (UTC), {model} (the model id),
 
 from __future__ import annotations
 
+import functools
 import string
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -77,10 +78,11 @@ class Rule:
     def matches(self, model: str) -> bool:
         return "*" in self.models or model in self.models
 
-    def apply(self, request: ChatCompletionRequest, variables: dict[str, str]) -> ChatCompletionRequest:
+    def apply(self, request: ChatCompletionRequest, variables: tuple[str, ...]) -> ChatCompletionRequest:
+        """`variables`: the values of `VARIABLES`, in that order."""
         changes: dict[str, Any] = {}
         if self.system_prompt is not None:
-            prompt = self.system_prompt.format_map(variables)
+            prompt = _render(self.system_prompt, *variables)
             changes["messages"] = _with_system_prompt(request.messages, prompt, self.system_mode)
         changes.update({k: v for k, v in self.defaults.items() if getattr(request, k) is None})
         changes.update(self.force)
@@ -107,17 +109,31 @@ class Rewriter:
             rules = self.by_model[model] = [rule for rule in self.rules if rule.matches(model)]
         if not rules:
             return None
-        now = datetime.now(UTC)
-        identity = context.identity
-        variables = {
-            "date": now.date().isoformat(),
-            "time": f"{now.hour:02d}:{now.minute:02d}",
-            "model": model,
-            "key_id": identity.key_id if identity else "anonymous",
-        }
+        date, time_of_day = _utc_date_and_time()
+        key_id = context.identity.key_id if context.identity else "anonymous"
+        variables = (date, time_of_day, model, key_id)
         for rule in rules:
             request = rule.apply(request, variables)
         return request
+
+
+@functools.lru_cache(maxsize=1024)
+def _render(template: str, date: str, time_of_day: str, model: str, key_id: str) -> str:
+    """A system prompt, formatted once per minute for each model and key."""
+    return template.format(date=date, time=time_of_day, model=model, key_id=key_id)
+
+
+_minute: tuple[int, str, str] = (-1, "", "")
+
+
+def _utc_date_and_time() -> tuple[str, str]:
+    """Today's date and the time to the minute, UTC, formatted once a minute."""
+    global _minute
+    minute = int(time.time() // 60)
+    if minute != _minute[0]:
+        date, time_of_day = time.strftime("%Y-%m-%d %H:%M", time.gmtime(minute * 60)).split()
+        _minute = (minute, date, time_of_day)
+    return _minute[1], _minute[2]
 
 
 def _with_system_prompt(messages: list[Message], prompt: str, mode: str) -> list[Message]:

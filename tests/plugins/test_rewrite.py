@@ -41,6 +41,19 @@ def test_prepended_system_prompt_reaches_the_backend(path: str) -> None:
     assert answer.content == expected
 
 
+def test_time_variable_is_the_utc_minute() -> None:
+    rule = {"models": ["system"], "system_prompt": "It is {time} on {date}; {{braces}} stay."}
+    with rewrite_server(rule) as base_url:
+        before = datetime.now(UTC)
+        answer = ask(base_url, "non-stream", model="system", messages=SYSTEM, max_tokens=20)
+        after = datetime.now(UTC)
+    said = {
+        f"It is {moment:%H:%M} on {moment:%Y-%m-%d}; {{braces}} stay. client rules"
+        for moment in (before, after)
+    }
+    assert answer.content in said
+
+
 def test_replace_drops_the_clients_system_messages_and_other_models_are_untouched() -> None:
     rule = {"models": ["system"], "system_prompt": "Only ours.", "system_mode": "replace"}
     with rewrite_server(rule) as base_url:

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, get, post
-from litestar.response import Stream
+from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import RequestContext, new_request_id
@@ -99,8 +99,8 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> ASGIApp:
             events = service.stream(prepared, context)
             weakref.finalize(events, prepared.lease.release)  # even if never iterated
             first = await anext(events)  # errors before any output keep their HTTP status
-            return Stream(
-                _prepend(first, events),
+            return ASGIStreamingResponse(  # the ASGI app itself: Litestar's `Stream` would take
+                iterator=_prepend(first, events),  # the route's JSON media type
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
             )

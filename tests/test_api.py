@@ -123,9 +123,17 @@ def test_health_and_openapi_schema(echo_server: str) -> None:
     )
 
 
-def test_response_carries_request_id(echo_server: str) -> None:
-    response = httpx.post(f"{echo_server}/v1/chat/completions", json={"model": "echo", "messages": USER})
+def test_response_headers(echo_server: str) -> None:
+    url = f"{echo_server}/v1/chat/completions"
+    response = httpx.post(url, json={"model": "echo", "messages": USER})
+    assert response.headers["content-type"] == "application/json"
+    assert int(response.headers["content-length"]) == len(response.content)
     assert response.headers["x-request-id"].startswith("req_")
+    streamed = httpx.post(url, json={"model": "echo", "messages": USER, "stream": True})
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    assert streamed.headers["cache-control"] == "no-cache"
+    assert streamed.headers["x-request-id"].startswith("req_")
+    assert streamed.text.endswith("data: [DONE]\n\n")
 
 
 def test_a_previous_answer_appended_to_the_history_is_accepted(client: openai.OpenAI) -> None:

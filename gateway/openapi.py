@@ -8,11 +8,11 @@ from msgspec instead: they carry every field, type, range and allowed value.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 from litestar import Litestar
-from litestar.openapi.spec import OpenAPIMediaType, Operation, Reference, RequestBody
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody
 
 from gateway.errors import ErrorResponse
 from gateway.protocol import ChatCompletionRequest
@@ -38,12 +38,36 @@ def add_wire_schemas(app: Litestar) -> None:
     openapi.components.schemas.update(schemas)
 
 
+def _content(media_type: str, name: str) -> dict[str, OpenAPIMediaType]:
+    schema: Any = Reference(ref=_REF.format(name=name))
+    return {media_type: OpenAPIMediaType(schema=schema)}
+
+
 @dataclass
 class ChatOperation(Operation):
-    """An operation whose request body is a `ChatCompletionRequest`."""
+    """Takes a `ChatCompletionRequest`; answers a `ChatCompletion`, or chunks when streamed."""
+
+    answer: ClassVar[str] = "ChatCompletion"
+    streams: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
-        schema: Any = Reference(ref=_REF.format(name="ChatCompletionRequest"))
         self.request_body = RequestBody(
-            content={"application/json": OpenAPIMediaType(schema=schema)}, required=True
+            content=_content("application/json", "ChatCompletionRequest"), required=True
         )
+        answer = _content("application/json", self.answer)
+        if self.streams:
+            answer.update(_content("text/event-stream", "ChatCompletionChunk"))
+        self.responses = {
+            "200": OpenAPIResponse(description=f"A {self.answer}", content=answer),
+            "default": OpenAPIResponse(
+                description="An OpenAI error object", content=_content("application/json", "ErrorResponse")
+            ),
+        }
+
+
+@dataclass
+class BenchOperation(ChatOperation):
+    """The bench endpoint never streams and adds `generation_stats`."""
+
+    answer: ClassVar[str] = "BenchChatCompletion"
+    streams: ClassVar[bool] = False

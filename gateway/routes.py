@@ -18,7 +18,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from gateway.context import RequestContext, new_request_id
 from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, internal_error
 from gateway.logs import bind_request_id
-from gateway.openapi import ChatOperation
+from gateway.openapi import BenchOperation, ChatOperation
 from gateway.registry import BackendRegistry, ModelEntry
 from gateway.responses import ModelCard, ModelList
 from gateway.service import ChatService
@@ -124,7 +124,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> ASGIApp:
 
 @post(
     "/bench/chat/completions",
-    operation_class=ChatOperation,
+    operation_class=BenchOperation,
     status_code=200,
     summary="Benchmark a chat completion",
 )

@@ -121,6 +121,19 @@ def test_health_and_openapi_schema(echo_server: str) -> None:
     assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "ChatCompletionRequest"
     )
+    answers = {
+        kind: body["schema"]["$ref"] for kind, body in operation["responses"]["200"]["content"].items()
+    }
+    assert answers == {
+        "application/json": "#/components/schemas/ChatCompletion",
+        "text/event-stream": "#/components/schemas/ChatCompletionChunk",
+    }
+    error = operation["responses"]["default"]["content"]["application/json"]["schema"]["$ref"]
+    assert error == "#/components/schemas/ErrorResponse"
+    bench = schema["paths"]["/bench/chat/completions"]["post"]["responses"]["200"]["content"]
+    assert list(bench) == ["application/json"]
+    for reference in [*answers.values(), error, bench["application/json"]["schema"]["$ref"]]:
+        assert reference.rsplit("/", 1)[1] in schema["components"]["schemas"]
 
 
 def test_response_headers(echo_server: str) -> None:

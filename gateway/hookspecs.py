@@ -93,7 +93,8 @@ def authenticate(headers: dict[str, str], model: str, context: RequestContext) -
     """Decide who is calling.
 
     :param headers: the HTTP request headers, lower-cased names.
-    :param model: the requested model id, as the client sent it.
+    :param model: the requested model id, as the client sent it ("" when
+        listing models: `GET /v1/models` runs this hook too).
     :param context: the request's context (id, endpoint, plugin state).
     :return: an `Identity` to accept the caller, or None to leave the decision to
         the next plugin. Raise `AuthenticationFailed` (401), `PermissionDenied`

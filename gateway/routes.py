@@ -16,12 +16,12 @@ from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import RequestContext, new_request_id
-from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, internal_error
+from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, PermissionDenied, internal_error
 from gateway.logs import bind_request_id
 from gateway.openapi import BenchOperation, ChatOperation
 from gateway.registry import BackendRegistry, ModelEntry
 from gateway.responses import ModelCard, ModelList
-from gateway.service import ChatService
+from gateway.service import ChatService, may_use
 
 _encode = msgspec.json.Encoder().encode
 JSON = "application/json"
@@ -154,15 +154,27 @@ def _registry(request: Request[Any, Any, Any]) -> BackendRegistry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-@get("/v1/models", summary="List the configured models")
+def _allowed(entry: ModelEntry, context: RequestContext) -> bool:
+    return may_use(context.identity, entry.id, *entry.config.aliases)
+
+
+@get("/v1/models", summary="List the models the caller may use")
 async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
-    cards = [model_card(entry) for entry in _registry(request).entries.values()]
+    context = _context(request, "models")
+    await _service(request).identify(context, model="")
+    entries = _registry(request).entries.values()
+    cards = [model_card(entry) for entry in entries if _allowed(entry, context)]
     return Response(content=_encode(ModelList(data=cards)), media_type=JSON)
 
 
 @get("/v1/models/{model_id:path}", summary="Describe one model (id or alias)")
 async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
-    entry = _registry(request).resolve(model_id.lstrip("/"))
+    name = model_id.lstrip("/")
+    context = _context(request, "models")
+    await _service(request).identify(context, model=name)
+    entry = _registry(request).resolve(name)
+    if not _allowed(entry, context):
+        raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
     return Response(content=_encode(model_card(entry)), media_type=JSON)
 
 

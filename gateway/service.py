@@ -64,11 +64,8 @@ class ChatService:
         request = decode_request(body)
         context.model = request.model
         context.stream = request.stream
+        await self.identify(context, request.model)
         hooks = self.hooks  # `has` checks skip the hook machinery where no plugin listens
-        if hooks.has("authenticate"):
-            context.identity = await hooks.first_result(
-                "authenticate", headers=context.headers, model=request.model, context=context
-            )
         request = normalize(request)
         if hooks.has("rewrite_request"):
             rewritten = await hooks.chain("rewrite_request", "request", request, context=context)
@@ -89,6 +86,13 @@ class ChatService:
             raise
         response_id = "chatcmpl-" + context.request_id.removeprefix("req_")
         return PreparedRequest(request, entry, lease, response_id, int(time.time()))
+
+    async def identify(self, context: RequestContext, model: str) -> None:
+        """Run `authenticate` (when a plugin listens): sets `context.identity` or raises."""
+        if self.hooks.has("authenticate"):
+            context.identity = await self.hooks.first_result(
+                "authenticate", headers=context.headers, model=model, context=context
+            )
 
     # --- generation, shared by every endpoint ---------------------------------------
 
@@ -278,11 +282,16 @@ class ChatService:
         await self.hooks.notify("on_error", error=error, context=context)
 
 
+def may_use(identity: Identity | None, model_id: str, *names: str) -> bool:
+    """Whether the caller's identity allows the model, by its id or by any of `names` (aliases)."""
+    if identity is None or "*" in identity.allowed_models:
+        return True
+    return model_id in identity.allowed_models or any(name in identity.allowed_models for name in names)
+
+
 def _check_allowed(identity: Identity | None, name: str, model_id: str) -> None:
     """403 unless the caller's identity allows the model, by id or by the alias it used."""
-    if identity is None or "*" in identity.allowed_models:
-        return
-    if name not in identity.allowed_models and model_id not in identity.allowed_models:
+    if not may_use(identity, model_id, name):
         raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
 
 

@@ -78,6 +78,23 @@ def test_health_needs_no_key(auth_server: str) -> None:
     assert httpx.get(f"{auth_server}/health").status_code == 200
 
 
+def test_model_listing_needs_a_key_and_shows_the_keys_models(auth_server: str) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        client(auth_server, WRONG_KEY).models.list()
+    assert httpx.get(f"{auth_server}/v1/models").status_code == 401
+    assert {model.id for model in client(auth_server, ALICE_KEY).models.list()} == {
+        "echo",
+        "system",
+        "broken",
+    }
+    bob = client(auth_server, BOB_KEY)
+    assert [model.id for model in bob.models.list()] == ["echo"]  # his key names the alias
+    assert bob.models.retrieve("echo-alias").id == "echo"
+    with pytest.raises(openai.PermissionDeniedError) as raised:
+        bob.models.retrieve("system")
+    assert raised.value.code == "model_not_allowed"
+
+
 @pytest.mark.parametrize(
     "limit",
     # One request a minute; or 5 tokens a minute, which the first answer (9 tokens) uses up.

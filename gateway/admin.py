@@ -15,6 +15,8 @@ from litestar import Request, Response, post
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied
+from gateway.plugin_set import PluginSet
+from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
 from gateway.routes import JSON, model_card
 
@@ -70,24 +72,40 @@ async def unload_model(request: Request[Any, Any, Any], model_id: str) -> Respon
 async def reload(request: Request[Any, Any, Any]) -> Response[Any]:
     _check_admin(request)
     try:
-        config = reload_config(request.app.state)
+        config = await reload_config(request.app.state)
     except ConfigError as error:
         raise InvalidRequest(f"config not reloaded: {error}", code="invalid_config") from None
     return Response(content=_encode({"models": sorted(config.models)}), media_type=JSON)
 
 
-def reload_config(state: Any) -> GatewayConfig:
-    """Re-read the config file into the running app; on error the old config stays."""
+async def reload_config(state: Any) -> GatewayConfig:
+    """Re-read the config file into the running app: models, server settings and,
+    unless the app was given its plugin manager, plugins and their settings.
+
+    The new plugins start before anything changes; on error the old config and
+    plugins stay. Rate-limit buckets and other plugin state start afresh.
+    """
     path = state.config_path
     if path is None:
         raise ConfigError("this server was started without a config file")
-    try:
-        config = load_config(path)
-        state.registry.reconfigure(config)
-    except ConfigError as error:
-        log.error("config reload rejected; keeping the old config", path=str(path), error=str(error))
-        raise
-    state.config = state.service.config = config
+    async with state.reload_lock:  # a SIGHUP and a POST at once: one after the other
+        old = state.plugins
+        plugins = old
+        try:
+            config = load_config(path)
+            if state.rebuild_plugins:
+                plugins = PluginSet.build(default_plugin_manager(config))
+                await plugins.start(config)
+            state.registry.reconfigure(config, plugins.backends)
+        except ConfigError as error:
+            if plugins is not old:
+                await plugins.stop()
+            log.error("config reload rejected; keeping the old config", path=str(path), error=str(error))
+            raise
+        state.config = state.service.config = config
+        state.plugins, state.service.hooks = plugins, plugins.hooks
+        if plugins is not old:
+            await old.stop()
     log.info("config reloaded", path=str(path), models=sorted(config.models))
     return config
 

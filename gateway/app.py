@@ -23,13 +23,12 @@ from litestar.openapi import OpenAPIConfig
 from gateway.admin import ADMIN_ROUTES, reload_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
-from gateway.hooks import HookRunner
 from gateway.openapi import add_wire_schemas
-from gateway.plugins import check_plugins, default_plugin_manager
-from gateway.registry import BackendFactory, BackendRegistry
+from gateway.plugin_set import PluginSet
+from gateway.plugins import default_plugin_manager
+from gateway.registry import BackendRegistry
 from gateway.routes import ROUTES
 from gateway.service import ChatService
-from gateway.tools import collect_tools
 
 log = structlog.get_logger("gateway.app")
 _encode = msgspec.json.Encoder().encode
@@ -39,16 +38,6 @@ _HTTP_ERRORS: dict[int, tuple[str, str]] = {
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
 }
-
-
-def collect_backends(manager: pluggy.PluginManager) -> dict[str, BackendFactory]:
-    factories: dict[str, BackendFactory] = {}
-
-    def register(kind: str, factory: BackendFactory) -> None:
-        factories[kind] = factory
-
-    manager.hook.register_backends(register=register)
-    return factories
 
 
 def _error_response(error: GatewayError) -> Response[Any]:
@@ -83,33 +72,32 @@ def create_app(
     config_path: str | os.PathLike[str] | None = None,
 ) -> Litestar:
     """The gateway app. `config_path` enables reloading (SIGHUP, `POST /admin/reload`)."""
-    manager = plugin_manager or default_plugin_manager(config)
-    check_plugins(manager)
-    registry = BackendRegistry(config, collect_backends(manager))
-    tools = collect_tools(manager)
-    hooks = HookRunner(manager)
-    service = ChatService(config, registry, hooks)
+    plugins = PluginSet.build(plugin_manager or default_plugin_manager(config))
+    registry = BackendRegistry(config, plugins.backends)
+    service = ChatService(config, registry, plugins.hooks)
     state = State(
         {
             "config": config,
             "config_path": config_path,
-            "plugin_manager": manager,
+            "plugins": plugins,
+            "rebuild_plugins": plugin_manager is None,  # a manager passed in is the caller's to change
+            "reload_lock": asyncio.Lock(),
             "registry": registry,
             "service": service,
         }
     )
-    background: list[asyncio.Task[None]] = []
+    background: set[asyncio.Task[None]] = set()
 
     async def startup() -> None:
-        await hooks.call_all("gateway_startup", config=config, tools=tools)
+        await state.plugins.start(config)
         await registry.preload()
-        background.append(asyncio.create_task(_unload_idle_models(state)))
-        _reload_on_sighup(state)
+        background.add(asyncio.create_task(_unload_idle_models(state)))
+        _reload_on_sighup(state, background)
 
     async def shutdown() -> None:
         for task in background:
             task.cancel()
-        await hooks.call_all("gateway_shutdown")
+        await state.plugins.stop()
         await registry.close()
 
     app = Litestar(
@@ -140,15 +128,21 @@ async def _unload_idle_models(state: State) -> None:
             log.exception("idle unload failed")
 
 
-def _reload_on_sighup(state: State) -> None:
+def _reload_on_sighup(state: State, tasks: set[asyncio.Task[None]]) -> None:
     if state.config_path is None or not hasattr(signal, "SIGHUP"):
         return
 
-    def reload() -> None:
+    async def reload() -> None:
         with contextlib.suppress(ConfigError):  # logged; the old config stays
-            reload_config(state)
+            await reload_config(state)
 
+    def start_reload() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(tasks.discard)
+
+    loop = asyncio.get_running_loop()
     try:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGHUP, start_reload)
     except (RuntimeError, ValueError, NotImplementedError):
         log.info("SIGHUP reload unavailable here (not the main thread); use POST /admin/reload")

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import pluggy
 import structlog
 
+from gateway.config import ConfigError
 from gateway.errors import GatewayError, PluginFailed
 
 log = structlog.get_logger("gateway.hooks")
@@ -62,7 +63,7 @@ class HookRunner:
             log.info("hook call", hook=hook_name, plugin=impl.plugin_name)
         try:
             return impl.function(*impl.arguments(kwargs))
-        except GatewayError:
+        except (GatewayError, ConfigError):  # already says what is wrong, and where
             raise
         except Exception as error:
             raise PluginFailed(impl.plugin_name, hook_name) from error
@@ -70,7 +71,7 @@ class HookRunner:
     async def _settle(self, hook_name: str, impl: _Impl, coroutine: Any) -> Any:
         try:
             return await coroutine
-        except GatewayError:
+        except (GatewayError, ConfigError):  # already says what is wrong, and where
             raise
         except Exception as error:
             raise PluginFailed(impl.plugin_name, hook_name) from error

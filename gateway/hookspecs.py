@@ -65,11 +65,12 @@ def register_tools(register: Callable[..., None]) -> None:
 
 @hookspec
 def gateway_startup(config: GatewayConfig, tools: Mapping[str, Tool]) -> None:
-    """The server is starting, before the first request.
+    """The server is starting, before the first request; or a config reload built
+    this plugin anew.
 
     :param config: the loaded gateway config.
     :param tools: every tool offered through `register_tools`, by name.
-    :return: nothing.
+    :return: nothing. Raise `ConfigError` to refuse the config.
 
     Called for every plugin. Async allowed.
     """
@@ -77,7 +78,8 @@ def gateway_startup(config: GatewayConfig, tools: Mapping[str, Tool]) -> None:
 
 @hookspec
 def gateway_shutdown() -> None:
-    """The server is stopping, after the last request.
+    """The server is stopping, after the last request; or a config reload replaced
+    this plugin.
 
     :return: nothing.
 

@@ -208,18 +208,21 @@ class BackendRegistry:
 
     # --- configuration -----------------------------------------------------------------
 
-    def reconfigure(self, config: GatewayConfig) -> None:
+    def reconfigure(self, config: GatewayConfig, factories: dict[str, BackendFactory] | None = None) -> None:
         """Apply a new config: add models, retire removed or changed ones, keep the rest.
 
         A retired model finishes its in-flight requests, then unloads. Changed
-        defaults and limits apply to new requests.
+        defaults and limits apply to new requests; `factories` (from the new
+        plugins) build the models added from now on.
         """
+        factories = self.factories if factories is None else factories
         for model_id, model_config in config.models.items():
-            if model_config.backend not in self.factories:
-                known = ", ".join(sorted(self.factories)) or "none"
+            if model_config.backend not in factories:
+                known = ", ".join(sorted(factories)) or "none"
                 raise ConfigError(
                     f'models."{model_id}".backend: unknown backend "{model_config.backend}" (registered: {known})'
                 )
+        self.factories = factories
         self.memory_budget = config.memory_budget_bytes()
         entries: dict[str, ModelEntry] = {}
         for model_id, model_config in config.models.items():

@@ -125,6 +125,50 @@ def test_hot_reload_adds_and_removes_models_while_a_stream_is_in_flight(tmp_path
         assert chat(base_url, "new").status_code == 200  # the old config stays
 
 
+PLUGIN_CONFIG = """
+[plugins]
+disabled = ["mlx", "openai"]
+
+[[plugins.settings.auth.keys]]
+id = "ops"
+key = "{key}"
+
+[[plugins.settings.rewrite.rules]]
+system_prompt = "{prompt}"
+system_mode = "replace"
+
+[[plugins.settings.tools.rules]]
+tools = ["{tool}"]
+
+[models.system]
+backend = "echo"
+options = {{ echo_system = true }}
+"""
+
+
+def test_reload_applies_new_plugin_settings(tmp_path: Path) -> None:
+    """Keys can be rotated and rules changed without a restart; a bad plugin config changes nothing."""
+    path = tmp_path / "config.toml"
+    path.write_text(PLUGIN_CONFIG.format(key="sk-old-0123456789", prompt="old rules", tool="calculator"))
+    with running_server(create_app(load_config(path), config_path=path)) as base_url:
+
+        def ask(key: str) -> str | None:
+            client = openai.OpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0)
+            return client.chat.completions.create(model="system", messages=USER).choices[0].message.content
+
+        assert ask("sk-old-0123456789") == "old rules"
+        path.write_text(PLUGIN_CONFIG.format(key="sk-new-0123456789", prompt="new rules", tool="calculator"))
+        assert httpx.post(f"{base_url}/admin/reload").status_code == 200
+        with pytest.raises(openai.AuthenticationError):
+            ask("sk-old-0123456789")
+        assert ask("sk-new-0123456789") == "new rules"
+
+        path.write_text(PLUGIN_CONFIG.format(key="sk-bad-0123456789", prompt="bad rules", tool="teleport"))
+        rejected = httpx.post(f"{base_url}/admin/reload")
+        assert rejected.status_code == 400 and "teleport" in rejected.json()["error"]["message"]
+        assert ask("sk-new-0123456789") == "new rules"
+
+
 def test_reload_via_cli(tmp_path: Path) -> None:
     """The CLI's `gateway reload` reaches a running server."""
     path = tmp_path / "config.toml"

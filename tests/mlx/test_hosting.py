@@ -138,7 +138,7 @@ import asyncio, gc, json, sys
 from backends.mlx.blas import use_fast_blas
 use_fast_blas()
 from gateway import parse_config, ChatCompletionRequest, Message, GenerationOptions
-from gateway.app import collect_backends
+from gateway.plugin_set import collect_backends
 from gateway.plugins import new_plugin_manager
 from gateway.registry import BackendRegistry
 from backends.mlx import plugin

@@ -102,8 +102,8 @@ def test_disabled_plugins_are_never_registered(how: str, monkeypatch: pytest.Mon
     else:
         config = gateway_config(modules=[MODULES + "misspelled"], disabled=names)
     app = create_app(config)  # the misspelled module is not even imported
-    assert not app.state.plugin_manager.has_plugin("request_log")
-    assert app.state.plugin_manager.has_plugin("auth")
+    assert not app.state.plugins.manager.has_plugin("request_log")
+    assert app.state.plugins.manager.has_plugin("auth")
 
 
 def test_a_factory_returning_none_registers_nothing() -> None:

@@ -6,8 +6,9 @@ any machine. Being deterministic, it accepts the sampling fields and gives the
 same answer whatever their values (documented in the README).
 
 Tool calls, for testing tool routing: when the request has `tools`, a last
-user message `call <name> <json arguments>` makes the model call that tool;
-after a `tool` message it answers `tool <name> said: <result>`.
+user message `call <name> <json arguments>` makes the model call that tool
+(one such line per call, for parallel calls); after a `tool` message it answers
+`tool <name> said: <result>`.
 
 Options (`[models.x.options]`): `delay_ms` per token, `fail_after_tokens` to
 simulate an engine failure mid-stream, `echo_system` to answer with the system
@@ -76,8 +77,8 @@ class EchoBackend:
         forced = named_tool_choice(request.tool_choice) or request.tool_choice == "required"
         if not forced:
             return
-        call = _tool_call(request)
-        if call is None or (isinstance(forced, str) and call[0] != forced):
+        calls = _tool_calls(request)
+        if not calls or (isinstance(forced, str) and any(name != forced for name, _ in calls)):
             raise UnsupportedField(
                 "tool_choice",
                 self.kind,
@@ -90,8 +91,8 @@ class EchoBackend:
         started = time.perf_counter()
         prompt_tokens = sum(len(message.text().split()) + 1 for message in request.messages)
         limit = request.max_tokens or 16
-        call = _tool_call(request)
-        words = [] if call else _reply_words(request, limit if options.bench else None, self.options)
+        calls = _tool_calls(request)
+        words = [] if calls else _reply_words(request, limit if options.bench else None, self.options)
         completion_tokens = 0
         first_token: float | None = None
         for choice in range(request.choice_count):
@@ -121,13 +122,11 @@ class EchoBackend:
                 yield GenerationChunk(choice=choice, text=word)
             if emitted == limit and finish == "stop" and options.bench:
                 finish = "length"
-            if call:
-                name, arguments = call
+            for index, (name, arguments) in enumerate(calls):
                 completion_tokens += 1
-                yield GenerationChunk(
-                    choice=choice, tool_calls=[ToolCallDelta(0, f"call_echo{choice}", name)]
-                )
-                yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(0, arguments=arguments)])
+                call_id = f"call_echo{choice}" + (f"_{index}" if index else "")
+                yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, call_id, name)])
+                yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, arguments=arguments)])
                 finish = "tool_calls"
             yield GenerationChunk(choice=choice, finish_reason=finish)  # type: ignore[arg-type]
         usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
@@ -159,14 +158,18 @@ def _called_name(request: ChatCompletionRequest, call_id: str | None) -> str:
     return "?"
 
 
-def _tool_call(request: ChatCompletionRequest) -> tuple[str, str] | None:
+def _tool_calls(request: ChatCompletionRequest) -> list[tuple[str, str]]:
+    """(name, arguments) for each `call <name> <json>` line of the last user message."""
     last = request.messages[-1]
     if not request.tools or request.tool_choice == "none" or last.role != "user":
-        return None
-    parts = last.text().split(maxsplit=2)
-    if len(parts) < 2 or parts[0] != "call":
-        return None
-    return parts[1], parts[2] if len(parts) == 3 else "{}"
+        return []
+    calls = []
+    for line in last.text().splitlines():
+        parts = line.split(maxsplit=2)
+        if len(parts) < 2 or parts[0] != "call":
+            return []
+        calls.append((parts[1], parts[2] if len(parts) == 3 else "{}"))
+    return calls
 
 
 def _stop_position(text: str, stops: list[str]) -> int | None:

@@ -145,7 +145,9 @@ def route_tool_call(
     :return: the tool's result as text, appended as a `tool` message before the
         gateway asks the model again; None if this plugin does not own the tool.
 
-    First result wins. A call no plugin owns is returned to the client. Async allowed.
+    First result wins. When no plugin owns any call of a turn, the calls go to
+    the client; when plugins own some, those run and the model is asked again.
+    Async allowed.
     """
 
 

@@ -152,7 +152,14 @@ class ChatService:
     async def _route_tool_calls(
         self, held: list[GenerationChunk], request: ChatCompletionRequest, context: RequestContext
     ) -> list[Message] | None:
-        """Run every call of a finished choice server-side, or None if any is the client's."""
+        """Run the server's calls of a finished choice: the messages that ask the model
+        again, or None when every call is the client's.
+
+        In a turn that also calls client tools, only the server's calls stay in
+        the history: the model, seeing their results, calls the client's tools
+        again if it still needs them. A client never gets a call to a tool it
+        did not send.
+        """
         accumulator = ChoiceAccumulator(0, want_logprobs=False)
         for chunk in held:
             accumulator.add(chunk)
@@ -162,15 +169,16 @@ class ChatService:
             ToolCall(id=call.id, function=FunctionCall(call.function.name, call.function.arguments))
             for call in accumulator.choice().message.tool_calls or ()
         ]
-        outputs = []
+        ran: list[ToolCall] = []
+        results: list[Message] = []
         for call in calls:
             output = await self.hooks.first_result(
                 "route_tool_call", tool_call=call, request=request, context=context
             )
-            if output is None:
-                return None
-            outputs.append(Message(role="tool", content=str(output), tool_call_id=call.id))
-        return [Message(role="assistant", tool_calls=calls), *outputs]
+            if output is not None:
+                ran.append(call)
+                results.append(Message(role="tool", content=str(output), tool_call_id=call.id))
+        return [Message(role="assistant", tool_calls=ran), *results] if ran else None
 
     # --- endpoints ----------------------------------------------------------------
 

@@ -129,6 +129,27 @@ def test_client_tools_stay_the_clients_and_mix_with_server_tools(
     assert completion.choices[0].finish_reason == "tool_calls"
 
 
+@pytest.mark.parametrize("path", ["non-stream", "stream"])
+def test_a_turn_calling_server_and_client_tools_runs_the_servers_and_asks_again(
+    tools_server: str, path: str
+) -> None:
+    """The client is never handed a call to a tool it did not send."""
+    both = [{"role": "user", "content": 'call weather {"city": "Oslo"}\ncall shout {"text": "hey"}'}]
+    result = ask(tools_server, path, model="echo-alias", messages=both, tools=[WEATHER], max_tokens=20)
+    # Echo, asked again after the shout result, answers it (a real model may call weather then).
+    assert (result.content, result.finish_reason) == ('tool shout said: {"shouted":"HEY"}', "stop")
+
+
+def test_parallel_client_calls_all_reach_the_client(tools_server: str) -> None:
+    both = [{"role": "user", "content": 'call weather {"city": "Oslo"}\ncall weather {"city": "Rome"}'}]
+    completion = client(tools_server).chat.completions.create(
+        model="echo-alias", messages=both, tools=[WEATHER]
+    )  # type: ignore[arg-type]
+    calls = completion.choices[0].message.tool_calls or []
+    assert [json.loads(call.function.arguments)["city"] for call in calls] == ["Oslo", "Rome"]
+    assert len({call.id for call in calls}) == 2
+
+
 @pytest.mark.hooks("rewrite_request")
 def test_tools_only_for_configured_models_and_not_with_tool_choice_none(
     tools_server: str, recorder: ShoutTool

@@ -1,7 +1,8 @@
 """The backend protocol: what a model engine must provide to be served.
 
 A backend is created per configured model (`Backend(spec)`), loaded once, and
-asked to `generate` for each request. Generation is an async stream of
+asked to `generate` for each request. Creating one only checks its options (the
+gateway builds and drops one per model to check a config); `load` does the work. Generation is an async stream of
 `GenerationChunk`s (deltas for one choice) closed by one `GenerationEnd`
 (token counts, and measured stats for the bench endpoint). Backends know
 nothing of HTTP: the gateway turns these events into OpenAI responses.
@@ -15,10 +16,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
-import msgspec
 from msgspec import Struct
 
-from gateway.config import ConfigError, ModelConfig
+from gateway.config import ModelConfig, convert_config
 from gateway.protocol import ChatCompletionRequest
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -131,12 +131,7 @@ class ModelSpec(Struct, frozen=True):
 
         Errors name the key path, e.g. `models."llama".options.dtype`.
         """
-        try:
-            return msgspec.convert(self.config.options, type_)
-        except msgspec.ValidationError as error:
-            path = str(error).rpartition(" - at `$")[2].rstrip("`")
-            reason = str(error).partition(" - at `")[0]
-            raise ConfigError(f'models."{self.id}".options{path}: {reason}') from None
+        return convert_config(self.config.options, type_, f'models."{self.id}".options')
 
 
 # Fields every backend gets for free: the gateway itself handles them.

@@ -51,7 +51,7 @@ class PluginsConfig(Struct, frozen=True, forbid_unknown_fields=True):
 
         Errors name the key path, e.g. `plugins.settings.auth.keys[0].key: expected str, got int`.
         """
-        return _convert(self.settings.get(name, {}), type_, _join("plugins.settings", name))
+        return convert_config(self.settings.get(name, {}), type_, _join("plugins.settings", name))
 
 
 class SamplingDefaults(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -184,7 +184,8 @@ def _describe(error: msgspec.ValidationError, prefix: str) -> str:
     return f"{path}: {reason}" if path else reason
 
 
-def _convert(value: Any, type_: type[Any], path: str) -> Any:
+def convert_config(value: Any, type_: type[Any], path: str) -> Any:
+    """`value` as `type_`; a mistake is a ConfigError naming its key path under `path`."""
     try:
         return msgspec.convert(value, type_)
     except msgspec.ValidationError as error:
@@ -198,9 +199,10 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
     if not isinstance(models, dict):
         raise ConfigError("models: expected a table")
     decoded = {
-        model_id: _convert(table, ModelConfig, f'models."{model_id}"') for model_id, table in models.items()
+        model_id: convert_config(table, ModelConfig, f'models."{model_id}"')
+        for model_id, table in models.items()
     }
-    return _convert({**data, "models": {}}, GatewayConfig, "").with_models(decoded)
+    return convert_config({**data, "models": {}}, GatewayConfig, "").with_models(decoded)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

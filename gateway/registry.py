@@ -222,6 +222,9 @@ class BackendRegistry:
                 raise ConfigError(
                     f'models."{model_id}".backend: unknown backend "{model_config.backend}" (registered: {known})'
                 )
+            # Built and dropped: a backend checks its options when built (cheaply; loading is
+            # separate), so a mistake fails the start-up or the reload, not a request later.
+            factories[model_config.backend](ModelSpec(model_id, model_config))
         self.factories = factories
         self.memory_budget = config.memory_budget_bytes()
         entries: dict[str, ModelEntry] = {}

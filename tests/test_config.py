@@ -90,3 +90,9 @@ def test_cli_check_config_and_models(tmp_path: Path) -> None:
     unknown.write_text('[models.x]\nbackend = "vllm"\n')
     result = gateway_cli("check-config", str(unknown))
     assert result.returncode == 2 and 'unknown backend "vllm"' in result.stderr
+    options = tmp_path / "options.toml"
+    options.write_text('[models.slow]\nbackend = "echo"\noptions = { delay_ms = "fast" }\n')
+    result = gateway_cli("check-config", str(options))
+    assert (
+        result.returncode == 2 and 'models."slow".options.delay_ms: expected float, got str' in result.stderr
+    )

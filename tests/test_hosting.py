@@ -122,6 +122,9 @@ def test_hot_reload_adds_and_removes_models_while_a_stream_is_in_flight(tmp_path
         path.write_text('[models.kept]\nbackend = "warp-drive"\n')
         rejected = httpx.post(f"{base_url}/admin/reload")
         assert rejected.status_code == 400 and "warp-drive" in rejected.json()["error"]["message"]
+        path.write_text('[models.kept]\nbackend = "echo"\noptions = { warp = 9 }\n')
+        rejected = httpx.post(f"{base_url}/admin/reload")
+        assert rejected.status_code == 400 and 'models."kept".options' in rejected.json()["error"]["message"]
         assert chat(base_url, "new").status_code == 200  # the old config stays
 
 

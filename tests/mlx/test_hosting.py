@@ -134,7 +134,7 @@ def test_hot_reload_while_an_mlx_stream_is_in_flight(three_models: dict[str, Pat
 
 
 MEMORY_SCRIPT = """
-import asyncio, gc, json, sys
+import asyncio, gc, json, os, sys
 from backends.mlx.blas import use_fast_blas
 use_fast_blas()
 from gateway import parse_config, ChatCompletionRequest, Message, GenerationOptions
@@ -167,9 +167,13 @@ async def main() -> None:
         await registry.unload(entry)
         gc.collect()
         unloaded.append(rss())
-    print(json.dumps({"loaded": loaded, "unloaded": unloaded}))
+    print(json.dumps({"loaded": loaded, "unloaded": unloaded}), flush=True)
 
 asyncio.run(main())
+# MLX's C++ teardown at interpreter exit sometimes aborts this bare script ("terminate
+# called without an active exception", about 1 run in 8 here; `gateway serve` exits
+# cleanly). The figures are out: leave without running it.
+os._exit(0)
 """
 
 

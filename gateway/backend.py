@@ -2,10 +2,11 @@
 
 A backend is created per configured model (`Backend(spec)`), loaded once, and
 asked to `generate` for each request. Creating one only checks its options (the
-gateway builds and drops one per model to check a config); `load` does the work. Generation is an async stream of
-`GenerationChunk`s (deltas for one choice) closed by one `GenerationEnd`
-(token counts, and measured stats for the bench endpoint). Backends know
-nothing of HTTP: the gateway turns these events into OpenAI responses.
+gateway builds and drops one per model to check a config); `load` does the work.
+Generation is an async stream of `GenerationChunk`s (deltas for one choice)
+closed by one `GenerationEnd` (token counts, and measured stats for the bench
+endpoint). Backends know nothing of HTTP: the gateway turns these events into
+OpenAI responses.
 """
 
 from __future__ import annotations

@@ -99,8 +99,9 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> ASGIApp:
             events = service.stream(prepared, context)
             weakref.finalize(events, prepared.lease.release)  # even if never iterated
             first = await anext(events)  # errors before any output keep their HTTP status
-            return ASGIStreamingResponse(  # the ASGI app itself: Litestar's `Stream` would take
-                iterator=_prepend(first, events),  # the route's JSON media type
+            # The ASGI response itself: Litestar would give a `Stream` the route's JSON media type.
+            return ASGIStreamingResponse(
+                iterator=_prepend(first, events),
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
             )

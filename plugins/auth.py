@@ -10,8 +10,9 @@
 Clients send `Authorization: Bearer <key>` (as the openai client does) or
 `x-api-key: <key>`. Missing or unknown key: 401. A model the key may not use:
 403, enforced by the gateway from `Identity.allowed_models`. Over a limit: 429
-with `Retry-After`; every authenticated request counts, and tokens are counted
-when a request finishes. With no keys the gateway is open, and says so at start-up.
+with `Retry-After`; every authenticated chat request counts (listing models needs
+a key but counts for nothing), and tokens are counted when a request finishes.
+With no keys the gateway is open, and says so at start-up.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class ApiKeyAuth:
         key = self.find(secret)
         if key is None:
             raise AuthenticationFailed("Incorrect API key provided")
+        if context.endpoint == "models":
+            return key.identity  # listing models is cheap: no limit applies (health checks use it)
         now = self.clock()
         waits = [bucket.wait_s(now) for bucket in (key.requests, key.tokens) if bucket is not None]
         if any(waits):

@@ -111,6 +111,7 @@ def test_rate_limits_answer_429_with_retry_after(limit: dict[str, int]) -> None:
         assert response.json()["error"]["code"] == "rate_limit_exceeded"
         assert int(response.headers["retry-after"]) >= 1
         assert BOB_KEY not in response.text
+        assert [model.id for model in bob.models.list()] == ["echo"]  # listing counts for nothing
         # Other keys have their own budget.
         client(base_url, ALICE_KEY).chat.completions.create(model="echo", messages=USER)
 

@@ -43,6 +43,7 @@ from gateway.protocol import ChatCompletionRequest
 if TYPE_CHECKING:
     from backends.mlx.engine import Engine
     from backends.mlx.jobs import Job, JobDone
+    from backends.mlx.prompt import Prompt
     from backends.mlx.sampling import SamplingParams
 
 log = structlog.get_logger("backends.mlx")
@@ -164,12 +165,12 @@ class MLXBackend:
 
         engine, _ = self._ready()
         forced = forced_tool(request)
-        prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced))
+        prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced), bool(forced))
         if not prompt.tokens:
             raise InvalidRequest("the rendered prompt is empty", param="messages")
         max_tokens = self._token_limit(request, len(prompt.tokens))
         outputs = [
-            self._choice_output(request, choice, prompt.in_reasoning, options.bench)
+            self._choice_output(request, choice, prompt, options.bench)
             for choice in range(request.choice_count)
         ]
         params = [self._sampling(request, options.bench)] * request.choice_count
@@ -205,7 +206,7 @@ class MLXBackend:
             raise BackendUnavailable(f"model '{self.spec.id}' is not loaded")
         return self._engine, self._tokenizer
 
-    def _build_prompt(self, request: ChatCompletionRequest) -> Any:
+    def _build_prompt(self, request: ChatCompletionRequest, open_tool_call: bool = False) -> Prompt:
         """Runs in a worker thread: template rendering and tokenizing are CPU work."""
         from backends.mlx.prompt import build_prompt
 
@@ -214,6 +215,7 @@ class MLXBackend:
             request,
             chat_template=self.options.chat_template,
             template_kwargs=self.options.chat_template_kwargs,
+            open_tool_call=open_tool_call,
         )
 
     def _token_limit(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
@@ -282,9 +284,7 @@ class MLXBackend:
             top_logprobs=request.top_logprobs or 0,
         )
 
-    def _choice_output(
-        self, request: ChatCompletionRequest, choice: int, in_reasoning: bool, bench: bool
-    ) -> Any:
+    def _choice_output(self, request: ChatCompletionRequest, choice: int, prompt: Prompt, bench: bool) -> Any:
         from backends.mlx.output import ChoiceOutput
 
         return ChoiceOutput(
@@ -292,7 +292,8 @@ class MLXBackend:
             choice=choice,
             stop=() if bench else request.stop_strings,
             parse_tools=bool(request.tools) and request.tool_choice != "none",
-            in_reasoning=in_reasoning,
+            in_reasoning=prompt.in_reasoning,
+            in_tool_call=prompt.in_tool_call,
             logprobs=bool(request.logprobs),
             top_logprobs=request.top_logprobs or 0,
             parallel_tool_calls=request.parallel_tool_calls is not False,

@@ -80,6 +80,7 @@ class ChoiceOutput:
         stop: Sequence[str] = (),
         parse_tools: bool = False,
         in_reasoning: bool = False,
+        in_tool_call: bool = False,
         parse_reasoning: bool = True,
         logprobs: bool = False,
         top_logprobs: int = 0,
@@ -108,11 +109,15 @@ class ChoiceOutput:
                 rules[REASONING].append((tool_start, TOOL))
         rules[CONTENT] += [(marker, CONTENT) for marker in getattr(tokenizer, "structural_markers", ())]
         mode = REASONING if in_reasoning and reasoning else CONTENT
+        if in_tool_call and tooling:
+            mode = TOOL  # the prompt ends with the start marker: the output begins inside a call
         self._segmenter = Segmenter(rules, mode)
         self._content = Channel(stop, hold_space=tooling)
         self._reasoning = Channel(hold_space=True)
         self._reasoning.lstrip = mode == REASONING
         self._tools = ToolCallBuffer(parser, tools, parallel=parallel_tool_calls) if tooling else None
+        if self._tools is not None and mode == TOOL:
+            self._tools.open(tool_start, 0)
 
         self._decoded = 0  # characters decoded so far
         self._segmented = 0  # characters the segmenter has released (events) so far

@@ -5,7 +5,9 @@ templates expect (text parts joined, tool-call arguments parsed into objects,
 legacy roles mapped), the template is rendered to text with the generation
 prompt, and the text is encoded without adding special tokens (the template
 already wrote BOS where the model wants one). `in_reasoning` tells the output
-parser whether the prompt leaves the model inside an open think block.
+parser whether the prompt leaves the model inside an open think block, and
+`in_tool_call` whether it ends with a tool call's start marker (written there to
+make the model call a tool, for a forcing `tool_choice`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class Prompt(msgspec.Struct, frozen=True):
-    """The rendered prompt: token ids, their text, and whether generation starts in reasoning."""
+    """The rendered prompt: token ids, their text, and where generation starts."""
 
     tokens: list[int]
     text: str
     in_reasoning: bool
+    in_tool_call: bool = False
 
 
 def build_prompt(
@@ -53,11 +56,14 @@ def build_prompt(
     *,
     chat_template: str | None = None,
     template_kwargs: Mapping[str, Any] = _NO_KWARGS,
+    open_tool_call: bool = False,
 ) -> Prompt:
     """Render `request` with the chat template (or `chat_template`) and encode it.
 
     `template_kwargs` are the model's configured defaults; the request's
-    `enable_thinking`/`reasoning_effort` win over them.
+    `enable_thinking`/`reasoning_effort` win over them. `open_tool_call` ends the
+    prompt with the tokenizer's tool-call start marker, where it has one and a
+    parser for it, unless the model is left thinking: its answer is then a call.
     """
     source = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
     if source is None and not getattr(tokenizer, "has_chat_template", False):
@@ -74,7 +80,10 @@ def build_prompt(
     in_reasoning = False
     if getattr(tokenizer, "has_thinking", False):
         in_reasoning = _ends_in_reasoning(tokenizer, _generation_tail(tokenizer, messages, text, arguments))
-    return Prompt(tokens, text, in_reasoning)
+    start = getattr(tokenizer, "tool_call_start", None)
+    if not (open_tool_call and start and getattr(tokenizer, "tool_parser", None) and not in_reasoning):
+        return Prompt(tokens, text, in_reasoning)
+    return Prompt(tokens + list(tokenizer.encode(start, add_special_tokens=False)), text + start, False, True)
 
 
 def template_arguments(

@@ -1,12 +1,14 @@
 """`tool_choice` without constrained decoding: steer the prompt, check the result.
 
-Until grammar-constrained decoding exists the model cannot be forced to call a
-tool, so the backend does what it can and never passes silently:
+Without grammar-constrained decoding the model's output cannot be forced to be a
+valid call, so the backend does what it can and never passes silently:
 - "none": tools are left out of the prompt (`prompt.py`), tool parsing is off and
   the tool-call start token is banned when it is a single token;
 - a named function: the prompt shows only that tool;
-- "required" or a named function: a choice that ends without the demanded call
-  (or calls another function) fails the request with `ToolChoiceNotMet`.
+- "required" or a named function: the prompt ends with the tool-call start marker
+  (unless the model is left thinking), so the answer begins inside a call; a
+  choice that still ends without the demanded call (or calls another function)
+  fails the request with `ToolChoiceNotMet`.
 """
 
 from __future__ import annotations

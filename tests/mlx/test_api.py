@@ -23,7 +23,7 @@ pytest.importorskip("mlx.core")
 from tests.support.apps import mlx_app
 from tests.support.mlx_models import CALL_PARIS, RUNNER_UP, expected_logprobs, script_info
 
-SCRIPTED = ("plain", "reasoning", "tool_call", "two_tool_calls", "stop", "endless")
+SCRIPTED = ("plain", "reasoning", "tool_call", "two_tool_calls", "call_without_marker", "stop", "endless")
 USER = [{"role": "user", "content": "Hi!"}]
 NO_THINKING = {"enable_thinking": False}
 WEATHER = {
@@ -242,6 +242,41 @@ def test_tool_choice_required_and_named(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="tool_call", messages=USER, tools=[WEATHER], tool_choice=other)
     assert caught.value.body["param"] == "tool_choice"
+
+
+def test_forcing_tool_choice_opens_the_call_for_the_model(client: openai.OpenAI) -> None:
+    """This model writes a call's JSON but never the start marker: left alone it answers
+    text; with `tool_choice` required or named, the prompt opens the call for it."""
+    chat = client.chat.completions
+    auto = chat.create(model="call_without_marker", messages=USER, tools=[WEATHER], extra_body=NO_THINKING)
+    assert not auto.choices[0].message.tool_calls
+    assert auto.choices[0].message.content == CALL_PARIS
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for tool_choice in ("required", named):
+        forced = chat.create(
+            model="call_without_marker",
+            messages=USER,
+            tools=[WEATHER, TIME],
+            tool_choice=tool_choice,  # type: ignore[arg-type]
+            extra_body=NO_THINKING,
+        )
+        choice = forced.choices[0]
+        assert choice.finish_reason == "tool_calls" and not choice.message.content
+        [call] = choice.message.tool_calls or []
+        assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+    stream = chat.create(
+        model="call_without_marker",
+        messages=USER,
+        tools=[WEATHER],
+        tool_choice="required",
+        extra_body=NO_THINKING,
+        stream=True,
+    )
+    deltas = [chunk.choices[0].delta for chunk in stream if chunk.choices]
+    assert [
+        d.tool_calls[0].function.name for d in deltas if d.tool_calls and d.tool_calls[0].function.name
+    ] == ["get_weather"]
+    assert not "".join(d.content or "" for d in deltas)
 
 
 def test_tool_result_follow_up_turn(client: openai.OpenAI) -> None:

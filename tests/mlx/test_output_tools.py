@@ -45,6 +45,15 @@ def test_tool_call_becomes_deltas_and_no_markup_leaks(tok: TokenizerWrapper) -> 
     assert json.loads(deltas(chunks)[1].arguments) == {"city": "Paris"}
 
 
+def test_in_tool_call_starts_inside_a_call_the_prompt_opened(tok: TokenizerWrapper) -> None:
+    output = ChoiceOutput(tok, parse_tools=True, in_tool_call=True)
+    chunks = run(output, ids(tok, *call(WEATHER)[1:], "\n", *call(TIME)))
+    assert [delta.name for delta in deltas(chunks) if delta.name] == ["get_weather", "get_time"]
+    assert (text(chunks), chunks[-1].finish_reason) == ("", "tool_calls")
+    ignored = ChoiceOutput(tok, parse_tools=False, in_tool_call=True)  # no tool parsing: plain text
+    assert text(run(ignored, ids(tok, WEATHER))) == WEATHER
+
+
 def test_parallel_calls_get_indices_and_unique_ids_with_no_stray_whitespace(tok: TokenizerWrapper) -> None:
     output = ChoiceOutput(tok, parse_tools=True)
     chunks = run(output, ids(tok, "Let me check.\n\n", *call(WEATHER), "\n", *call(TIME), "\n"))

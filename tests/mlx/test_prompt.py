@@ -69,6 +69,20 @@ def test_thinking_controls(tiny_tokenizer: Any, fields: dict, defaults: dict, th
     assert prompt.in_reasoning is thinking
 
 
+@pytest.mark.parametrize("thinking", [False, True])
+def test_open_tool_call_ends_the_prompt_with_the_start_marker(tiny_tokenizer: Any, thinking: bool) -> None:
+    """Only where the model is not left thinking: a call cannot start inside a think block."""
+    req = request(user(), tools=[WEATHER_TOOL], enable_thinking=thinking)
+    plain = build_prompt(tiny_tokenizer, req)
+    opened = build_prompt(tiny_tokenizer, req, open_tool_call=True)
+    if thinking:
+        assert opened == plain
+        return
+    start = tiny_tokenizer.tool_call_start
+    assert (opened.text, opened.in_tool_call, opened.in_reasoning) == (plain.text + start, True, False)
+    assert opened.tokens == plain.tokens + tiny_tokenizer.encode(start, add_special_tokens=False)
+
+
 def test_template_arguments_layer_request_over_config() -> None:
     req = request(user(), reasoning_effort="none")
     assert template_arguments(req, {"enable_thinking": True, "x": 1}) == {

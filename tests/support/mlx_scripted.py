@@ -82,6 +82,7 @@ SCENARIOS: dict[str, Script] = {
     "reasoning": Script(("The", " user", " greets", " me", ".", "</think>", "Hi", "!", EOS)),
     "think_tags": Script(("<think>", "Hmm", ".", "</think>", "Hi", "!", EOS)),
     "tool_call": Script(("<tool_call>", CALL_PARIS, "</tool_call>", EOS)),
+    "call_without_marker": Script((CALL_PARIS, "</tool_call>", EOS)),
     "two_tool_calls": Script(
         ("<tool_call>", CALL_PARIS, "</tool_call>", "<tool_call>", CALL_LONDON, "</tool_call>", EOS)
     ),

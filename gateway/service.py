@@ -41,13 +41,15 @@ DONE = b"data: [DONE]\n\n"
 
 @dataclass
 class PreparedRequest:
-    """A request ready to generate; it holds `lease` until generation ends."""
+    """A request ready to generate; it holds `lease` until generation ends, and keeps
+    the hooks it started with (a config reload mid-stream must not change them)."""
 
     request: ChatCompletionRequest
     entry: ModelEntry
     lease: Lease
     response_id: str
     created: int
+    hooks: HookRunner
 
     @property
     def backend(self) -> Backend:
@@ -64,8 +66,8 @@ class ChatService:
         request = decode_request(body)
         context.model = request.model
         context.stream = request.stream
-        await self.identify(context, request.model)
         hooks = self.hooks  # `has` checks skip the hook machinery where no plugin listens
+        await self.identify(context, request.model, hooks)
         request = normalize(request)
         if hooks.has("rewrite_request"):
             rewritten = await hooks.chain("rewrite_request", "request", request, context=context)
@@ -85,12 +87,13 @@ class ChatService:
             lease.release()
             raise
         response_id = "chatcmpl-" + context.request_id.removeprefix("req_")
-        return PreparedRequest(request, entry, lease, response_id, int(time.time()))
+        return PreparedRequest(request, entry, lease, response_id, int(time.time()), hooks)
 
-    async def identify(self, context: RequestContext, model: str) -> None:
+    async def identify(self, context: RequestContext, model: str, hooks: HookRunner | None = None) -> None:
         """Run `authenticate` (when a plugin listens): sets `context.identity` or raises."""
-        if self.hooks.has("authenticate"):
-            context.identity = await self.hooks.first_result(
+        hooks = hooks or self.hooks
+        if hooks.has("authenticate"):
+            context.identity = await hooks.first_result(
                 "authenticate", headers=context.headers, model=model, context=context
             )
 
@@ -107,9 +110,9 @@ class ChatService:
         lease is released when generation ends, however it ends.
         """
         try:
-            request = prepared.request
-            routing = self.hooks.has("route_tool_call") and request.choice_count == 1
-            chunk_hooks = self.hooks.has("on_chunk")
+            request, hooks = prepared.request, prepared.hooks
+            routing = hooks.has("route_tool_call") and request.choice_count == 1
+            chunk_hooks = hooks.has("on_chunk")
             usage = TokenUsage(0, 0)
             stats: GenerationStats | None = None
             rounds = self.config.server.max_tool_rounds + 1
@@ -123,7 +126,7 @@ class ChatService:
                             end = event
                             break
                         chunk = (
-                            self.hooks.chain_sync("on_chunk", "chunk", event, context=context)
+                            hooks.chain_sync("on_chunk", "chunk", event, context=context)
                             if chunk_hooks
                             else event
                         )
@@ -139,7 +142,7 @@ class ChatService:
                     raise BackendFailed(f"backend '{prepared.backend.kind}' ended without a result")
                 usage = _add_usage(usage, end.usage)
                 stats = end.stats
-                results = await self._route_tool_calls(held, request, context) if held else None
+                results = await self._route_tool_calls(held, request, context, hooks) if held else None
                 if results is None:
                     for chunk in held:
                         yield chunk
@@ -150,7 +153,11 @@ class ChatService:
             prepared.lease.release()
 
     async def _route_tool_calls(
-        self, held: list[GenerationChunk], request: ChatCompletionRequest, context: RequestContext
+        self,
+        held: list[GenerationChunk],
+        request: ChatCompletionRequest,
+        context: RequestContext,
+        hooks: HookRunner,
     ) -> list[Message] | None:
         """Run the server's calls of a finished choice: the messages that ask the model
         again, or None when every call is the client's.
@@ -172,7 +179,7 @@ class ChatService:
         ran: list[ToolCall] = []
         results: list[Message] = []
         for call in calls:
-            output = await self.hooks.first_result(
+            output = await hooks.first_result(
                 "route_tool_call", tool_call=call, request=request, context=context
             )
             if output is not None:
@@ -193,7 +200,7 @@ class ChatService:
             choices=choices,
             usage=to_usage(end.usage),
         )
-        await self._finish(response, context)
+        await self._finish(prepared, response, context)
         return response
 
     async def bench(self, prepared: PreparedRequest, context: RequestContext) -> BenchChatCompletion:
@@ -205,6 +212,7 @@ class ChatService:
             raise BackendFailed(f"backend '{prepared.backend.kind}' reported no generation stats")
         usage = to_usage(end.usage)
         await self._finish(
+            prepared,
             ChatCompletion(prepared.response_id, prepared.created, prepared.entry.id, choices, usage),
             context,
         )
@@ -261,7 +269,9 @@ class ChatService:
                     started[event.choice] = True
                     yield _sse(stream_chunk(*header, choices=[chunk_choice(event, first)]))
             response = ChatCompletion(*header, [a.choice() for a in accumulators], usage)
-            await self._finish(response, context)  # inside `try`: a failing hook ends the stream cleanly
+            await self._finish(
+                prepared, response, context
+            )  # inside `try`: a failing hook ends the stream cleanly
         except (asyncio.CancelledError, GeneratorExit):
             context.status_code = 499  # the client went away; the backend generator is closed
             await self.fail(ClientDisconnected("the client disconnected"), context)
@@ -280,9 +290,11 @@ class ChatService:
             return
         yield DONE
 
-    async def _finish(self, response: ChatCompletion, context: RequestContext) -> None:
+    async def _finish(
+        self, prepared: PreparedRequest, response: ChatCompletion, context: RequestContext
+    ) -> None:
         context.timings.finished = time.perf_counter()
-        await self.hooks.call_all("on_response", response=response, context=context)
+        await prepared.hooks.call_all("on_response", response=response, context=context)
 
     async def fail(self, error: Exception, context: RequestContext) -> None:
         """Tell `on_error` observers; one that raises is logged, never replaces `error`."""

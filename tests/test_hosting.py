@@ -172,6 +172,29 @@ def test_reload_applies_new_plugin_settings(tmp_path: Path) -> None:
         assert ask("sk-new-0123456789") == "new rules"
 
 
+def test_a_stream_keeps_its_plugins_through_a_reload(tmp_path: Path) -> None:
+    """A reload that drops a redaction rule must not unredact the rest of a running stream."""
+    path = tmp_path / "config.toml"
+    models = '[models.slow]\nbackend = "echo"\noptions = { delay_ms = 30 }\n'
+    path.write_text(
+        '[plugins]\ndisabled = ["mlx", "openai"]\n[plugins.settings.redact]\nwords = ["secret"]\n' + models
+    )
+    with running_server(create_app(load_config(path), config_path=path)) as base_url:
+        client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="x", max_retries=0)
+        words = " ".join(["secret"] * 12)
+        stream = client.chat.completions.create(
+            model="slow", messages=[{"role": "user", "content": words}], stream=True
+        )
+        chunks = iter(stream)
+        received = [next(chunks).choices[0].delta.content or ""]
+        path.write_text('[plugins]\ndisabled = ["mlx", "openai"]\n' + models)
+        assert httpx.post(f"{base_url}/admin/reload").status_code == 200
+        received += [chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices]
+        assert "".join(received) == " ".join(["[redacted]"] * 12)
+        after = client.chat.completions.create(model="slow", messages=[{"role": "user", "content": "secret"}])
+        assert after.choices[0].message.content == "secret"  # new requests get the new plugins
+
+
 def test_reload_via_cli(tmp_path: Path) -> None:
     """The CLI's `gateway reload` reaches a running server."""
     path = tmp_path / "config.toml"

@@ -2,8 +2,8 @@
 
 `create_app` builds one at start-up; a config reload builds the next one from
 the new config (new keys, rules, tools) and swaps it in, so plugin settings
-change without a restart. A request already running calls the new plugins for
-the hooks it has left.
+change without a restart. A request already generating finishes with the plugins
+it started with; failures are reported to the current ones.
 """
 
 from __future__ import annotations

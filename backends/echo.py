@@ -5,9 +5,9 @@ tests can predict every byte, and it needs no model, so `make serve` answers on
 any machine. Being deterministic, it accepts the sampling fields and gives the
 same answer whatever their values (documented in the README).
 
-Tool calls, for testing tool routing: when the request has `tools`, a last
-user message `call <name> <json arguments>` makes the model call that tool
-(one such line per call, for parallel calls); after a `tool` message it answers
+Tool calls, for testing tool routing: a last user message `call <name> <json
+arguments>` makes the model call that tool when the request offers it (one such
+line per call, for parallel calls); after a `tool` message it answers
 `tool <name> said: <result>`.
 
 Options (`[models.x.options]`): `delay_ms` per token, `fail_after_tokens` to
@@ -163,11 +163,12 @@ def _tool_calls(request: ChatCompletionRequest) -> list[tuple[str, str]]:
     last = request.messages[-1]
     if not request.tools or request.tool_choice == "none" or last.role != "user":
         return []
+    offered = {tool.get("function", {}).get("name") for tool in request.tools}
     calls = []
     for line in last.text().splitlines():
         parts = line.split(maxsplit=2)
-        if len(parts) < 2 or parts[0] != "call":
-            return []
+        if len(parts) < 2 or parts[0] != "call" or parts[1] not in offered:
+            return []  # like a model, it calls only the tools it was offered
         calls.append((parts[1], parts[2] if len(parts) == 3 else "{}"))
     return calls
 

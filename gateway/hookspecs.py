@@ -147,6 +147,7 @@ def route_tool_call(
 
     First result wins. When no plugin owns any call of a turn, the calls go to
     the client; when plugins own some, those run and the model is asked again.
+    The last of `server.max_tool_rounds` rounds offers only the client's tools.
     Async allowed.
     """
 

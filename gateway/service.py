@@ -33,7 +33,7 @@ from gateway.hooks import HookRunner
 from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
 from gateway.registry import BackendRegistry, Lease, ModelEntry
 from gateway.responses import BenchChatCompletion, ChatCompletion
-from gateway.validation import apply_model_config, check_backend_support, normalize
+from gateway.validation import apply_model_config, check_backend_support, named_tool_choice, normalize
 
 _encode = msgspec.json.Encoder().encode
 DONE = b"data: [DONE]\n\n"
@@ -50,6 +50,7 @@ class PreparedRequest:
     response_id: str
     created: int
     hooks: HookRunner
+    client_tools: frozenset[str]  # names of the tools the client sent (plugins may add more)
 
     @property
     def backend(self) -> Backend:
@@ -69,6 +70,7 @@ class ChatService:
         hooks = self.hooks  # `has` checks skip the hook machinery where no plugin listens
         await self.identify(context, request.model, hooks)
         request = normalize(request)
+        client_tools = frozenset(_tool_names(request))  # checked by `normalize`
         if hooks.has("rewrite_request"):
             rewritten = await hooks.chain("rewrite_request", "request", request, context=context)
             if rewritten is not request:
@@ -87,7 +89,7 @@ class ChatService:
             lease.release()
             raise
         response_id = "chatcmpl-" + context.request_id.removeprefix("req_")
-        return PreparedRequest(request, entry, lease, response_id, int(time.time()), hooks)
+        return PreparedRequest(request, entry, lease, response_id, int(time.time()), hooks, client_tools)
 
     async def identify(self, context: RequestContext, model: str, hooks: HookRunner | None = None) -> None:
         """Run `authenticate` (when a plugin listens): sets `context.identity` or raises."""
@@ -117,7 +119,8 @@ class ChatService:
             stats: GenerationStats | None = None
             rounds = self.config.server.max_tool_rounds + 1
             for round_number in range(1, rounds + 1):
-                routing = routing and round_number < rounds  # the last round's calls go to the client
+                if routing and round_number == rounds:  # no round left to run a server tool in
+                    request, routing = _only_client_tools(request, prepared.client_tools), False
                 held: list[GenerationChunk] = []
                 end: GenerationEnd | None = None
                 async with aclosing(prepared.backend.generate(request, options)) as events:
@@ -313,6 +316,23 @@ def _check_allowed(identity: Identity | None, name: str, model_id: str) -> None:
     """403 unless the caller's identity allows the model, by id or by the alias it used."""
     if not may_use(identity, model_id, name):
         raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
+
+
+def _tool_names(request: ChatCompletionRequest) -> list[str]:
+    return [tool["function"]["name"] for tool in request.tools or ()]
+
+
+def _only_client_tools(request: ChatCompletionRequest, client_tools: frozenset[str]) -> ChatCompletionRequest:
+    """The request without the tools plugins added, for the last round: a client must
+    never get a call to a tool it did not send."""
+    tools = [tool for tool in request.tools or () if tool["function"]["name"] in client_tools]
+    if len(tools) == len(request.tools or ()):
+        return request
+    choice = request.tool_choice
+    named = named_tool_choice(choice)
+    if (named is not None and named not in client_tools) or (choice == "required" and not tools):
+        choice = None
+    return replace(request, tools=tools or None, tool_choice=choice)
 
 
 def _is_empty(chunk: GenerationChunk) -> bool:

@@ -210,14 +210,14 @@ def test_tool_definition_is_the_openai_shape() -> None:
     }
 
 
-def test_calls_after_the_last_allowed_round_go_to_the_client(recorder: ShoutTool) -> None:
+def test_no_server_tool_is_offered_when_no_round_is_left_to_run_it(recorder: ShoutTool) -> None:
     config = gateway_config(TOOL_RULES)
     config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, max_tool_rounds=0))
     with serve(config, production_manager(config, recorder)) as base_url:
-        completion = client(base_url).chat.completions.create(
-            model="echo-alias",
-            messages=call("shout", '{"text": "hey"}'),  # type: ignore[arg-type]
-        )
-    choice = completion.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    assert choice.message.tool_calls is not None and choice.message.tool_calls[0].function.name == "shout"
+        chat = client(base_url).chat.completions
+        completion = chat.create(model="echo-alias", messages=call("shout", '{"text": "hey"}'))  # type: ignore[arg-type]
+        choice = completion.choices[0]
+        assert (choice.finish_reason, choice.message.tool_calls) == ("stop", None)
+        assert choice.message.content == 'call shout {"text": "hey"}'  # echo was offered no tool
+        completion = chat.create(model="echo-alias", messages=call("weather", "{}"), tools=[WEATHER])  # type: ignore[arg-type]
+        assert completion.choices[0].message.tool_calls[0].function.name == "weather"  # type: ignore[index]

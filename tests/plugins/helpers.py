@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,9 +96,20 @@ def ask(base_url: str, path: str, api_key: str = "unused", **body: Any) -> Answe
 
 @contextmanager
 def captured_logs() -> Iterator[list[dict[str, Any]]]:
-    """Every structlog event while the block runs (the test server logs in-process)."""
+    """Every structlog event while the block runs (the test server logs in-process).
+
+    The access log writes a record just after the server's loop turn, so the
+    capture stays on until no new event has come for a little while.
+    """
     with structlog.testing.capture_logs() as entries:
         yield entries
+        seen, quiet_since, deadline = -1, time.monotonic(), time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if len(entries) != seen:
+                seen, quiet_since = len(entries), time.monotonic()
+            elif time.monotonic() - quiet_since > 0.05:
+                break
+            time.sleep(0.005)
 
 
 def rendered(entries: list[dict[str, Any]]) -> str:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import openai
 import pytest
+import structlog
 
-from gateway import ChatCompletionRequest, RequestContext, hookimpl
+from gateway import ChatCompletion, ChatCompletionRequest, InvalidRequest, RequestContext, hookimpl
+from gateway.responses import Choice, CompletionTokensDetails, PromptTokensDetails, ResponseMessage, Usage
+from plugins.request_log import make_plugin
 from tests.plugins.helpers import (
     PATHS,
     USER,
@@ -110,3 +114,34 @@ def test_prompts_logged_only_when_enabled() -> None:
     [record] = records(entries)
     assert record["prompt"] == [{"role": "user", "content": "the quick brown fox"}]
     assert "completion" not in record
+
+
+def _completion() -> ChatCompletion:
+    usage = Usage(3, 2, 5, PromptTokensDetails(), CompletionTokensDetails())
+    return ChatCompletion("chatcmpl-1", 0, "echo", [Choice(0, ResponseMessage("hi"), "stop")], usage)
+
+
+def test_records_are_written_after_the_loop_turn_all_together() -> None:
+    plugin = make_plugin(gateway_config())
+    context = RequestContext(request_id="req_1", endpoint="chat")
+
+    async def one_turn() -> tuple[int, int]:
+        with structlog.testing.capture_logs() as entries:
+            plugin.on_response(_completion(), context)
+            plugin.on_error(InvalidRequest("bad"), context)
+            during = len(entries)
+            await asyncio.sleep(0)  # the turn ends: both are written
+            return during, len(records(entries))
+
+    assert asyncio.run(one_turn()) == (0, 2)
+    with structlog.testing.capture_logs() as entries:  # no running loop: written at once
+        plugin.on_response(_completion(), context)
+    assert len(records(entries)) == 1
+
+    async def shut_down_first() -> int:
+        with structlog.testing.capture_logs() as entries:
+            plugin.on_response(_completion(), context)
+            plugin.gateway_shutdown()  # nothing waits past shutdown
+            return len(records(entries))
+
+    assert asyncio.run(shut_down_first()) == 1

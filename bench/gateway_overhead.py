@@ -89,7 +89,7 @@ def _check(name: str, base_url: str, headers: dict[str, str]) -> None:
 
 def run(report: Callable[[str], None]) -> dict[str, Any]:
     seconds = float(os.environ.get("GATEWAY_BENCH_SECONDS", "3"))
-    rounds = int(os.environ.get("GATEWAY_BENCH_ROUNDS", "3"))
+    rounds = int(os.environ.get("GATEWAY_BENCH_ROUNDS", "5"))
     connections = int(os.environ.get("GATEWAY_BENCH_CONNECTIONS", "16"))
     body = json.dumps(BODY).encode()
     auth = {"Authorization": f"Bearer {API_KEY}"}

@@ -108,12 +108,20 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> ASGIApp:
         else:
             content = _encode(await service.complete(prepared, context))
     except Exception as error:  # noqa: BLE001 - every failure becomes an OpenAI error object
-        failure = error if isinstance(error, GatewayError) else internal_error()
-        context.status_code = failure.status_code
-        await service.fail(error, context)
-        failure.headers.update(headers)
+        failure = await _failure(service, context, error, headers)
         raise failure from (None if failure is error else error)
     return JsonResponse(content, headers)
+
+
+async def _failure(
+    service: ChatService, context: RequestContext, error: Exception, headers: dict[str, str]
+) -> GatewayError:
+    """The OpenAI error to answer with, once `on_error` observers (the access log) know."""
+    failure = error if isinstance(error, GatewayError) else internal_error()
+    context.status_code = failure.status_code
+    await service.fail(error, context)
+    failure.headers.update(headers)
+    return failure
 
 
 @post(
@@ -161,22 +169,32 @@ def _allowed(entry: ModelEntry, context: RequestContext) -> bool:
 
 @get("/v1/models", summary="List the models the caller may use")
 async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
-    context = _context(request, "models")
-    await _service(request).identify(context, model="")
-    entries = _registry(request).entries.values()
-    cards = [model_card(entry) for entry in entries if _allowed(entry, context)]
-    return Response(content=_encode(ModelList(data=cards)), media_type=JSON)
+    return await _models(request, None)
 
 
 @get("/v1/models/{model_id:path}", summary="Describe one model (id or alias)")
 async def get_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
-    name = model_id.lstrip("/")
-    context = _context(request, "models")
-    await _service(request).identify(context, model=name)
-    entry = _registry(request).resolve(name)
-    if not _allowed(entry, context):
-        raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
-    return Response(content=_encode(model_card(entry)), media_type=JSON)
+    return await _models(request, model_id.lstrip("/"))
+
+
+async def _models(request: Request[Any, Any, Any], name: str | None) -> Response[Any]:
+    """The models the caller may use, or the one named; a failure is in the access log too."""
+    service, context = _service(request), _context(request, "models")
+    headers = {REQUEST_ID_HEADER: context.request_id}
+    try:
+        await service.identify(context, model=name or "")
+        if name is None:
+            entries = _registry(request).entries.values()
+            answer: Any = ModelList(data=[model_card(e) for e in entries if _allowed(e, context)])
+        else:
+            entry = _registry(request).resolve(name)
+            if not _allowed(entry, context):
+                raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
+            answer = model_card(entry)
+    except Exception as error:  # noqa: BLE001 - every failure becomes an OpenAI error object
+        failure = await _failure(service, context, error, headers)
+        raise failure from (None if failure is error else error)
+    return Response(content=_encode(answer), media_type=JSON, headers=headers)
 
 
 @get("/health", summary="Liveness")

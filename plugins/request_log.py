@@ -1,4 +1,4 @@
-"""One structlog record per request: the access log.
+"""One structlog record per chat or bench request: the access log.
 
     [plugins.settings.request_log]
     log_prompts = false       # add the request's messages to the record
@@ -9,6 +9,7 @@ endpoint, model, backend, key_id (a name, never the key), stream, status,
 latency_ms and ttft_ms; a success adds prompt_tokens, completion_tokens and
 finish_reason; a failure adds error_code and error, and for a failing plugin
 its name, hook and traceback. Levels: info, warning for 4xx, error for 5xx.
+A refused model listing (`GET /v1/models` with a wrong key) gets an error record.
 
 Records are written just after the event-loop turn that finished the request
 (its answer is on its way by then), every record of a turn together: under load

@@ -107,6 +107,18 @@ def test_error_records(
         assert "on_request went wrong" in str(record["exc_info"])
 
 
+def test_refused_model_listing_is_recorded_without_the_key(log_server: str) -> None:
+    wrong = "sk-not-a-key-9999999999"
+    with captured_logs() as entries, pytest.raises(openai.AuthenticationError):
+        client(log_server, wrong).models.list()
+    [record] = records(entries)
+    assert (record["endpoint"], record["status"], record["error_code"]) == ("models", 401, "invalid_api_key")
+    assert wrong not in repr(entries)
+    with captured_logs() as entries:
+        assert client(log_server, KEY).models.list().data
+    assert records(entries) == []  # a listing that succeeds is not an access record
+
+
 def test_prompts_logged_only_when_enabled() -> None:
     config = gateway_config({"request_log": {"log_prompts": True}})
     with captured_logs() as entries, serve(config) as base_url:

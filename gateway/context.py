@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +46,7 @@ class RequestContext:
     request_id: str
     endpoint: str
     headers: dict[str, str] = field(default_factory=dict)
+    client_request_id: str | None = None  # the caller's own `x-request-id`, when well-formed
     model: str = ""
     backend: str = ""
     stream: bool = False
@@ -52,6 +54,15 @@ class RequestContext:
     status_code: int = 200
     timings: Timings = field(default_factory=Timings)
     state: dict[str, Any] = field(default_factory=dict)
+
+
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def client_request_id(headers: dict[str, str]) -> str | None:
+    """The `x-request-id` a caller (say, a gateway in front) sent, if it is safe to log."""
+    value = headers.get("x-request-id")
+    return value if value is not None and _CLIENT_REQUEST_ID.fullmatch(value) else None
 
 
 def new_request_id() -> str:

@@ -15,7 +15,7 @@ from litestar import Request, Response, get, post
 from litestar.response.streaming import ASGIStreamingResponse
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from gateway.context import RequestContext, new_request_id
+from gateway.context import RequestContext, client_request_id, new_request_id
 from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, PermissionDenied, internal_error
 from gateway.logs import bind_request_id
 from gateway.openapi import BenchOperation, ChatOperation
@@ -37,7 +37,12 @@ def _context(request: Request[Any, Any, Any], endpoint: str) -> RequestContext:
     headers = {
         name.decode("latin-1").lower(): value.decode("latin-1") for name, value in request.scope["headers"]
     }
-    context = RequestContext(request_id=new_request_id(), endpoint=endpoint, headers=headers)
+    context = RequestContext(
+        request_id=new_request_id(),
+        endpoint=endpoint,
+        headers=headers,
+        client_request_id=client_request_id(headers),
+    )
     bind_request_id(context.request_id)
     return context
 

@@ -6,7 +6,8 @@
 
 Every record (event "request", logger "gateway.requests") has request_id,
 endpoint, model, backend, key_id (a name, never the key), stream, status,
-latency_ms and ttft_ms; a success adds prompt_tokens, completion_tokens and
+latency_ms and ttft_ms (and client_request_id, the caller's own x-request-id,
+when it sent one); a success adds prompt_tokens, completion_tokens and
 finish_reason; a failure adds error_code and error, and for a failing plugin
 its name, hook and traceback. Levels: info, warning for 4xx, error for 5xx.
 A refused model listing (`GET /v1/models` with a wrong key) gets an error record.
@@ -112,7 +113,7 @@ class RequestLogWithPrompts(RequestLog):
 
 def common_fields(context: RequestContext) -> dict[str, Any]:
     timings = context.timings
-    return {
+    fields = {
         "request_id": context.request_id,
         "endpoint": context.endpoint,
         "model": context.model,
@@ -123,6 +124,9 @@ def common_fields(context: RequestContext) -> dict[str, Any]:
         "latency_ms": _rounded(timings.latency_ms),
         "ttft_ms": _rounded(timings.ttft_ms),
     }
+    if context.client_request_id is not None:  # the caller's id: joins a front gateway's record
+        fields["client_request_id"] = context.client_request_id
+    return fields
 
 
 def _one_or_all(values: list[Any]) -> Any:

@@ -38,10 +38,12 @@ class Recorder:
         self.authorizations: list[str | None] = []
         self.finished = threading.Event()
         self.errors: list[Exception] = []
+        self.caller_ids: list[str | None] = []
 
     @hookimpl
-    def authenticate(self, headers: dict[str, str]) -> None:
+    def authenticate(self, headers: dict[str, str], context: Any) -> None:
         self.authorizations.append(headers.get("authorization"))
+        self.caller_ids.append(context.client_request_id)
         if self.require_authorization and headers.get("authorization") != self.require_authorization:
             raise AuthenticationFailed("wrong key")
 
@@ -169,6 +171,12 @@ def test_non_streamed_answer_and_usage_are_the_upstreams(shared: Upstreams, clie
     assert [c.message.content for c in completion.choices] == ["the quick", "the quick"]
     assert completion.usage == expected.usage
     assert shared.recorders[0].models == ["echo", "echo"]  # the upstream's model name was sent
+
+
+def test_the_front_request_id_reaches_the_upstream(shared: Upstreams, client: openai.OpenAI) -> None:
+    """The upstream logs it as `client_request_id`, so the two tiers' records can be joined."""
+    response = client.chat.completions.with_raw_response.create(model="remote", messages=USER)
+    assert shared.recorders[0].caller_ids[-1] == response.headers["x-request-id"]
 
 
 def test_stream_arrives_chunk_by_chunk_with_usage(shared: Upstreams, client: openai.OpenAI) -> None:

@@ -113,7 +113,7 @@ class OpenAIUpstreamBackend:
             upstream.outstanding += 1
             try:
                 try:
-                    response = await self._open(client, upstream, body)
+                    response = await self._open(client, upstream, body, options.request_id)
                 except _Retry as retry:
                     failure = retry.error
                     continue
@@ -128,10 +128,16 @@ class OpenAIUpstreamBackend:
                 upstream.outstanding -= 1
         raise failure
 
-    async def _open(self, client: httpx.AsyncClient, upstream: Upstream, body: bytes) -> httpx.Response:
-        """The upstream's 200 response, its stream unread; raises `_Retry` or a passed-through 4xx."""
+    async def _open(
+        self, client: httpx.AsyncClient, upstream: Upstream, body: bytes, request_id: str
+    ) -> httpx.Response:
+        """The upstream's 200 response, its stream unread; raises `_Retry` or a passed-through 4xx.
+
+        Our request id goes along as `x-request-id`, so the tiers' logs can be joined.
+        """
+        headers = {**_STREAM_HEADERS, "x-request-id": request_id} if request_id else _STREAM_HEADERS
         outgoing = client.build_request(
-            "POST", f"{upstream.url}/chat/completions", content=body, headers=_STREAM_HEADERS
+            "POST", f"{upstream.url}/chat/completions", content=body, headers=headers
         )
         try:
             async with asyncio.timeout(self.options.timeout_s):

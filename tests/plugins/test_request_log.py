@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httpx
 import openai
 import pytest
 import structlog
@@ -105,6 +106,18 @@ def test_error_records(
         assert (record["plugin"], record["hook"]) == ("FailsOnRequest", "on_request")
         assert isinstance(record["exc_info"], RuntimeError)  # the plugin's own traceback
         assert "on_request went wrong" in str(record["exc_info"])
+
+
+def test_a_callers_own_request_id_is_kept_when_well_formed(log_server: str) -> None:
+    body = {"model": "echo", "messages": USER}
+    for sent, kept in [("front-42.a:b", "front-42.a:b"), ("bad id with {spaces}", None), ("x" * 200, None)]:
+        headers = {"authorization": f"Bearer {KEY}", "x-request-id": sent}
+        with captured_logs() as entries:
+            response = httpx.post(f"{log_server}/v1/chat/completions", json=body, headers=headers)
+        assert response.status_code == 200
+        assert response.headers["x-request-id"].startswith("req_")  # ours, whatever was sent
+        [record] = records(entries)
+        assert record.get("client_request_id") == kept
 
 
 def test_refused_model_listing_is_recorded_without_the_key(log_server: str) -> None:

@@ -8,7 +8,6 @@ the tiny random llama covers sampling (seeds, n).
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,26 +20,11 @@ import pytest
 pytest.importorskip("mlx.core")
 
 from tests.support.apps import mlx_app
-from tests.support.mlx_models import CALL_PARIS, RUNNER_UP, expected_logprobs, script_info
+from tests.support.mlx_models import RUNNER_UP, expected_logprobs, script_info
 
-SCRIPTED = ("plain", "reasoning", "tool_call", "two_tool_calls", "call_without_marker", "stop", "endless")
+SCRIPTED = ("plain", "reasoning", "stop", "endless")
 USER = [{"role": "user", "content": "Hi!"}]
 NO_THINKING = {"enable_thinking": False}
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
-TIME = {
-    "type": "function",
-    "function": {
-        "name": "get_time",
-        "parameters": {"type": "object", "properties": {"timezone": {"type": "string"}}},
-    },
-}
 
 
 @pytest.fixture(scope="module")
@@ -157,148 +141,6 @@ def test_logprobs_shape_and_values(client: openai.OpenAI, model_paths: dict[str,
         assert entry.top_logprobs[1].token == RUNNER_UP
         assert entry.top_logprobs[1].logprob == pytest.approx(want.runner_up, abs=1e-4)
         assert entry.bytes == list(entry.token.encode())
-
-
-# --- tools ------------------------------------------------------------------------------
-
-
-def rebuild_stream(stream: Any) -> tuple[dict[int, dict[str, str]], str | None]:
-    calls: dict[int, dict[str, str]] = {}
-    finish = None
-    for chunk in stream:
-        choice = chunk.choices[0]
-        finish = choice.finish_reason or finish
-        for delta in choice.delta.tool_calls or ():
-            call = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
-            call["id"] += delta.id or ""
-            call["name"] += (delta.function.name if delta.function else None) or ""
-            call["arguments"] += (delta.function.arguments if delta.function else None) or ""
-    return calls, finish
-
-
-def test_tool_call_streamed_equals_non_streamed(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(model="tool_call", messages=USER, tools=[WEATHER])
-    choice = completion.choices[0]
-    assert choice.finish_reason == "tool_calls"
-    (call,) = choice.message.tool_calls
-    assert call.function.name == "get_weather"
-    assert json.loads(call.function.arguments) == json.loads(CALL_PARIS)["arguments"]
-    assert not choice.message.content
-
-    calls, finish = rebuild_stream(
-        client.chat.completions.create(model="tool_call", messages=USER, tools=[WEATHER], stream=True)
-    )
-    assert finish == "tool_calls"
-    assert [(c["name"], json.loads(c["arguments"])) for c in calls.values()] == [
-        (call.function.name, json.loads(call.function.arguments))
-    ]
-    assert calls[0]["id"]
-
-
-def test_parallel_tool_calls_false_keeps_one_call(client: openai.OpenAI) -> None:
-    tools = [WEATHER, TIME]
-    both = client.chat.completions.create(model="two_tool_calls", messages=USER, tools=tools)
-    assert [c.function.name for c in both.choices[0].message.tool_calls] == ["get_weather", "get_time"]
-    one = client.chat.completions.create(
-        model="two_tool_calls", messages=USER, tools=tools, parallel_tool_calls=False
-    )
-    assert [c.function.name for c in one.choices[0].message.tool_calls] == ["get_weather"]
-
-
-def test_tool_choice_none_never_calls(client: openai.OpenAI) -> None:
-    completion = client.chat.completions.create(
-        model="tool_call", messages=USER, tools=[WEATHER], tool_choice="none", max_tokens=4
-    )
-    choice = completion.choices[0]
-    assert not choice.message.tool_calls
-    assert choice.finish_reason == "length"
-
-
-def test_tool_choice_required_and_named(client: openai.OpenAI) -> None:
-    ok = client.chat.completions.create(
-        model="tool_call", messages=USER, tools=[WEATHER], tool_choice="required"
-    )
-    assert ok.choices[0].message.tool_calls[0].function.name == "get_weather"
-    named = {"type": "function", "function": {"name": "get_weather"}}
-    ok = client.chat.completions.create(
-        model="tool_call", messages=USER, tools=[WEATHER, TIME], tool_choice=named
-    )
-    assert ok.choices[0].message.tool_calls[0].function.name == "get_weather"
-
-    with pytest.raises(openai.InternalServerError) as caught:
-        client.chat.completions.create(
-            model="plain", messages=USER, tools=[WEATHER], tool_choice="required", extra_body=NO_THINKING
-        )
-    assert caught.value.body["code"] == "tool_choice_not_met"
-    assert "made no tool call" in caught.value.body["message"]
-
-    other = {"type": "function", "function": {"name": "get_time"}}
-    with pytest.raises(openai.InternalServerError) as caught:
-        client.chat.completions.create(
-            model="tool_call", messages=USER, tools=[WEATHER, TIME], tool_choice=other
-        )
-    assert "'get_weather'" in caught.value.body["message"]
-
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tool_call", messages=USER, tools=[WEATHER], tool_choice=other)
-    assert caught.value.body["param"] == "tool_choice"
-
-
-def test_forcing_tool_choice_opens_the_call_for_the_model(client: openai.OpenAI) -> None:
-    """This model writes a call's JSON but never the start marker: left alone it answers
-    text; with `tool_choice` required or named, the prompt opens the call for it."""
-    chat = client.chat.completions
-    auto = chat.create(model="call_without_marker", messages=USER, tools=[WEATHER], extra_body=NO_THINKING)
-    assert not auto.choices[0].message.tool_calls
-    assert auto.choices[0].message.content == CALL_PARIS
-    named = {"type": "function", "function": {"name": "get_weather"}}
-    for tool_choice in ("required", named):
-        forced = chat.create(
-            model="call_without_marker",
-            messages=USER,
-            tools=[WEATHER, TIME],
-            tool_choice=tool_choice,  # type: ignore[arg-type]
-            extra_body=NO_THINKING,
-        )
-        choice = forced.choices[0]
-        assert choice.finish_reason == "tool_calls" and not choice.message.content
-        [call] = choice.message.tool_calls or []
-        assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
-    stream = chat.create(
-        model="call_without_marker",
-        messages=USER,
-        tools=[WEATHER],
-        tool_choice="required",
-        extra_body=NO_THINKING,
-        stream=True,
-    )
-    deltas = [chunk.choices[0].delta for chunk in stream if chunk.choices]
-    assert [
-        d.tool_calls[0].function.name for d in deltas if d.tool_calls and d.tool_calls[0].function.name
-    ] == ["get_weather"]
-    assert not "".join(d.content or "" for d in deltas)
-
-
-def test_tool_result_follow_up_turn(client: openai.OpenAI) -> None:
-    messages = [
-        *USER,
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "call_1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 C"},
-    ]
-    completion = client.chat.completions.create(
-        model="plain", messages=messages, tools=[WEATHER], extra_body=NO_THINKING
-    )
-    assert completion.choices[0].message.content == "Hello there!"
 
 
 # --- sampling ---------------------------------------------------------------------------

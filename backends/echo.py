@@ -163,14 +163,14 @@ def _tool_calls(request: ChatCompletionRequest) -> list[tuple[str, str]]:
     last = request.messages[-1]
     if not request.tools or request.tool_choice == "none" or last.role != "user":
         return []
-    offered = {tool.get("function", {}).get("name") for tool in request.tools}
     calls = []
     for line in last.text().splitlines():
         parts = line.split(maxsplit=2)
-        if len(parts) < 2 or parts[0] != "call" or parts[1] not in offered:
-            return []  # like a model, it calls only the tools it was offered
+        if len(parts) < 2 or parts[0] != "call":
+            return []
         calls.append((parts[1], parts[2] if len(parts) == 3 else "{}"))
-    return calls
+    offered = {tool.get("function", {}).get("name") for tool in request.tools}
+    return calls if all(name in offered for name, _ in calls) else []  # like a model: offered tools only
 
 
 def _stop_position(text: str, stops: list[str]) -> int | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
 import openai
 import pytest
 import structlog
@@ -109,12 +108,13 @@ def test_error_records(
 
 
 def test_a_callers_own_request_id_is_kept_when_well_formed(log_server: str) -> None:
-    body = {"model": "echo", "messages": USER}
+    chat = client(log_server, KEY).chat.completions
     for sent, kept in [("front-42.a:b", "front-42.a:b"), ("bad id with {spaces}", None), ("x" * 200, None)]:
-        headers = {"authorization": f"Bearer {KEY}", "x-request-id": sent}
         with captured_logs() as entries:
-            response = httpx.post(f"{log_server}/v1/chat/completions", json=body, headers=headers)
-        assert response.status_code == 200
+            response = chat.with_raw_response.create(
+                model="echo", messages=USER, extra_headers={"x-request-id": sent}
+            )
+        assert response.parse().choices[0].message.content
         assert response.headers["x-request-id"].startswith("req_")  # ours, whatever was sent
         [record] = records(entries)
         assert record.get("client_request_id") == kept

@@ -15,10 +15,11 @@ from litestar import Request, Response, post
 
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied
+from gateway.http import JSON
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
-from gateway.routes import JSON, model_card
+from gateway.routes import model_card
 
 log = structlog.get_logger("gateway.admin")
 _encode = msgspec.json.Encoder().encode
@@ -102,8 +103,8 @@ async def reload_config(state: Any) -> GatewayConfig:
                 await plugins.stop()
             log.error("config reload rejected; keeping the old config", path=str(path), error=str(error))
             raise
-        state.config = state.service.config = config
-        state.plugins, state.service.hooks = plugins, plugins.hooks
+        state.config = state.pipeline.config = config
+        state.plugins, state.pipeline.hooks = plugins, plugins.hooks
         if plugins is not old:
             await old.stop()
     log.info("config reloaded", path=str(path), models=sorted(config.models))

@@ -24,11 +24,11 @@ from gateway.admin import ADMIN_ROUTES, reload_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
 from gateway.openapi import add_wire_schemas
+from gateway.pipeline import Pipeline
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
-from gateway.routes import ROUTES
-from gateway.service import ChatService
+from gateway.routes import ROUTES, SCHEMAS
 
 log = structlog.get_logger("gateway.app")
 _encode = msgspec.json.Encoder().encode
@@ -74,7 +74,7 @@ def create_app(
     """The gateway app. `config_path` enables reloading (SIGHUP, `POST /admin/reload`)."""
     plugins = PluginSet.build(plugin_manager or default_plugin_manager(config))
     registry = BackendRegistry(config, plugins.backends)
-    service = ChatService(config, registry, plugins.hooks)
+    pipeline = Pipeline(config, registry, plugins.hooks)
     state = State(
         {
             "config": config,
@@ -83,7 +83,7 @@ def create_app(
             "rebuild_plugins": plugin_manager is None,  # a manager passed in is the caller's to change
             "reload_lock": asyncio.Lock(),
             "registry": registry,
-            "service": service,
+            "pipeline": pipeline,
         }
     )
     background: set[asyncio.Task[None]] = set()
@@ -114,7 +114,7 @@ def create_app(
         state=state,
         logging_config=None,
     )
-    add_wire_schemas(app)
+    add_wire_schemas(app, SCHEMAS)
     return app
 
 

@@ -1,7 +1,7 @@
-"""From backend `GenerationChunk`s to OpenAI responses.
+"""From backend `GenerationChunk`s to the pipeline's `ChatCompletion`.
 
 A non-streamed answer is assembled from the same chunks a stream sends, so
-both paths (and the hooks that see chunks) behave identically.
+both paths (and the hooks that see chunks) behave identically on every endpoint.
 """
 
 from __future__ import annotations
@@ -10,17 +10,12 @@ from msgspec import UNSET
 
 from gateway.backend import GenerationChunk, TokenLogprob, TokenUsage
 from gateway.responses import (
-    ChatCompletionChunk,
     Choice,
     ChoiceLogprobs,
-    ChunkChoice,
     CompletionTokensDetails,
-    Delta,
     FunctionCallOut,
-    FunctionDelta,
     PromptTokensDetails,
     ResponseMessage,
-    ToolCallChunk,
     ToolCallOut,
     Usage,
 )
@@ -84,36 +79,3 @@ class ChoiceAccumulator:
         )
         logprobs = None if self.logprobs is None else ChoiceLogprobs(content=self.logprobs)
         return Choice(self.index, message, self.finish_reason, logprobs)  # type: ignore[arg-type]
-
-
-def chunk_choice(chunk: GenerationChunk, first: bool) -> ChunkChoice:
-    """The wire form of one chunk: only the fields that carry something."""
-    delta = Delta(
-        role="assistant" if first else UNSET,
-        content=chunk.text if chunk.text or (first and not chunk.reasoning) else UNSET,
-        reasoning_content=chunk.reasoning or UNSET,
-        tool_calls=[
-            ToolCallChunk(
-                index=call.index,
-                id=call.id or UNSET,
-                type="function" if call.id else UNSET,
-                function=FunctionDelta(
-                    name=call.name or UNSET,
-                    arguments=call.arguments if call.arguments or call.id else UNSET,
-                ),
-            )
-            for call in chunk.tool_calls
-        ]
-        if chunk.tool_calls
-        else UNSET,
-    )
-    logprobs = ChoiceLogprobs(content=chunk.logprobs) if chunk.logprobs else UNSET
-    return ChunkChoice(chunk.choice, delta, chunk.finish_reason, logprobs)
-
-
-def stream_chunk(
-    response_id: str, created: int, model: str, choices: list[ChunkChoice], usage: Usage | None = None
-) -> ChatCompletionChunk:
-    return ChatCompletionChunk(
-        id=response_id, created=created, model=model, choices=choices, usage=usage or UNSET
-    )

@@ -1,4 +1,5 @@
-"""Decoding a request body into `ChatCompletionRequest`, with OpenAI-style errors.
+"""Decoding a request body into a wire Struct (`ChatCompletionRequest`, ...), with
+errors that name the field.
 
 msgspec's messages already name the problem and its JSON path; this turns them
 into `invalid_request_error`s whose `param` is that path (`messages[0].role`).
@@ -7,6 +8,7 @@ into `invalid_request_error`s whose `param` is that path (`messages[0].role`).
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import msgspec
 
@@ -19,10 +21,15 @@ _MISSING = re.compile(r"Object missing required field `(.+?)`")
 
 
 def decode_request(body: bytes) -> ChatCompletionRequest:
+    return decode_body(body, _decoder)
+
+
+def decode_body(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
+    """`body` decoded by `decoder`, or an `InvalidRequest` whose `param` is the JSON path."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object", code="invalid_json")
     try:
-        return _decoder.decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as error:
         raise _validation_error(str(error)) from None
     except msgspec.DecodeError as error:

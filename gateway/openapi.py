@@ -1,12 +1,9 @@
-"""OpenAPI schema for routes that decode their bodies themselves.
-
-The chat routes read raw bytes and decode them with msgspec (strict types, exact
-error paths), so Litestar cannot infer their request bodies. The schemas come
-from msgspec instead: they carry every field, type, range and allowed value.
-"""
+"""OpenAPI for routes that decode their bodies themselves: msgspec's schemas of the
+wire types go into the app's components, and each route names its own."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -14,28 +11,13 @@ import msgspec
 from litestar import Litestar
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody
 
-from gateway.errors import ErrorResponse
-from gateway.protocol import ChatCompletionRequest
-from gateway.responses import BenchChatCompletion, ChatCompletion, ChatCompletionChunk, ModelList
-
 _REF = "#/components/schemas/{name}"
 
 
-def add_wire_schemas(app: Litestar) -> None:
-    """Put msgspec's schemas of the wire types into the app's OpenAPI components."""
-    _, schemas = msgspec.json.schema_components(
-        [
-            ChatCompletionRequest,
-            ChatCompletion,
-            ChatCompletionChunk,
-            BenchChatCompletion,
-            ModelList,
-            ErrorResponse,
-        ],
-        ref_template=_REF,
-    )
-    openapi = app.openapi_schema
-    openapi.components.schemas.update(schemas)
+def add_wire_schemas(app: Litestar, types: Iterable[type]) -> None:
+    """Put msgspec's schemas of `types` into the app's OpenAPI components."""
+    _, schemas = msgspec.json.schema_components(list(types), ref_template=_REF)
+    app.openapi_schema.components.schemas.update(schemas)
 
 
 def _content(media_type: str, name: str) -> dict[str, OpenAPIMediaType]:
@@ -43,31 +25,27 @@ def _content(media_type: str, name: str) -> dict[str, OpenAPIMediaType]:
     return {media_type: OpenAPIMediaType(schema=schema)}
 
 
-@dataclass
-class ChatOperation(Operation):
-    """Takes a `ChatCompletionRequest`; answers a `ChatCompletion`, or chunks when streamed."""
+def json_operation(
+    request: str, answer: str, stream_event: str | None = None, error: str = "ErrorResponse"
+) -> type[Operation]:
+    """An `Operation` class for a route taking schema `request` and answering `answer`
+    (or `stream_event`s over SSE when streamed), with `error` as its error object."""
 
-    answer: ClassVar[str] = "ChatCompletion"
-    streams: ClassVar[bool] = True
+    @dataclass
+    class WireOperation(Operation):
+        names: ClassVar[tuple[str, str, str | None, str]] = (request, answer, stream_event, error)
 
-    def __post_init__(self) -> None:
-        self.request_body = RequestBody(
-            content=_content("application/json", "ChatCompletionRequest"), required=True
-        )
-        answer = _content("application/json", self.answer)
-        if self.streams:
-            answer.update(_content("text/event-stream", "ChatCompletionChunk"))
-        self.responses = {
-            "200": OpenAPIResponse(description=f"A {self.answer}", content=answer),
-            "default": OpenAPIResponse(
-                description="An OpenAI error object", content=_content("application/json", "ErrorResponse")
-            ),
-        }
+        def __post_init__(self) -> None:
+            request_name, answer_name, event_name, error_name = self.names
+            self.request_body = RequestBody(content=_content("application/json", request_name), required=True)
+            content = _content("application/json", answer_name)
+            if event_name is not None:
+                content.update(_content("text/event-stream", event_name))
+            self.responses = {
+                "200": OpenAPIResponse(description=f"A {answer_name}", content=content),
+                "default": OpenAPIResponse(
+                    description="The API's error object", content=_content("application/json", error_name)
+                ),
+            }
 
-
-@dataclass
-class BenchOperation(ChatOperation):
-    """The bench endpoint never streams and adds `generation_stats`."""
-
-    answer: ClassVar[str] = "BenchChatCompletion"
-    streams: ClassVar[bool] = False
+    return WireOperation

@@ -1,7 +1,7 @@
-"""Response wire types: chat completions, stream chunks, models, bench stats.
+"""The pipeline's answer types: a chat completion (what `on_response` sees on every
+endpoint) and the model list.
 
-Optional fields are `UNSET` rather than None where OpenAI omits them, so no
-null-valued field ever reaches a client in a stream delta.
+Optional fields are `UNSET` rather than None where OpenAI omits them.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from msgspec import UNSET, Struct, UnsetType
 
-from gateway.backend import FinishReason, GenerationStats, TokenLogprob
+from gateway.backend import FinishReason, TokenLogprob
 
 
 class FunctionCallOut(Struct):
@@ -65,53 +65,6 @@ class ChatCompletion(Struct):
     choices: list[Choice]
     usage: Usage
     object: Literal["chat.completion"] = "chat.completion"
-
-
-class BenchChatCompletion(Struct):
-    """The bench endpoint's answer: a chat completion plus measured stats."""
-
-    id: str
-    created: int
-    model: str
-    choices: list[Choice]
-    usage: Usage
-    generation_stats: GenerationStats
-    object: Literal["chat.completion"] = "chat.completion"
-
-
-class FunctionDelta(Struct, omit_defaults=True):
-    name: str | UnsetType = UNSET
-    arguments: str | UnsetType = UNSET
-
-
-class ToolCallChunk(Struct, omit_defaults=True):
-    index: int
-    id: str | UnsetType = UNSET
-    type: Literal["function"] | UnsetType = UNSET
-    function: FunctionDelta | UnsetType = UNSET
-
-
-class Delta(Struct, omit_defaults=True):
-    role: Literal["assistant"] | UnsetType = UNSET
-    content: str | UnsetType = UNSET
-    reasoning_content: str | UnsetType = UNSET
-    tool_calls: list[ToolCallChunk] | UnsetType = UNSET
-
-
-class ChunkChoice(Struct):
-    index: int
-    delta: Delta
-    finish_reason: FinishReason | None
-    logprobs: ChoiceLogprobs | UnsetType = UNSET
-
-
-class ChatCompletionChunk(Struct):
-    id: str
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | UnsetType = UNSET
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
 
 
 class ModelCard(Struct):

@@ -1,22 +1,33 @@
-"""The chat-completion pipeline: hooks around a backend, independent of HTTP.
+"""The endpoint-neutral pipeline: hooks around a backend, independent of HTTP and of
+any one API's wire format.
 
-Order for each request: decode -> authenticate -> normalise -> rewrite_request
--> resolve model -> allowed-models check -> model defaults -> field support
-check -> load backend -> backend.validate -> on_request -> generate (on_chunk
-per chunk, route_tool_call between rounds) -> on_response / on_error.
+Every endpoint translates its body into the internal `ChatCompletionRequest` and
+hands it here. Three stages:
+
+- `prepare`: authenticate -> normalise -> rewrite_request -> resolve model ->
+  allowed-models check -> model defaults -> field support check -> load backend
+  -> backend.validate -> on_request. It takes the model lease.
+- `generate`: backend events through `on_chunk`, with server-side tool rounds
+  (route_tool_call) folded in. It gives the lease back however it ends.
+- finish: `complete` / `stream` collect the chunks into a `ChatCompletion` (what
+  `on_response` sees on every endpoint) and call `on_response`; any failure
+  reaches `on_error` through `fail`, from one place.
+
+An endpoint writes the answer in its own format: a `StreamWriter` turns the
+chunks (after `on_chunk`) into its stream's bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
-import msgspec
-
-from gateway.assemble import ChoiceAccumulator, chunk_choice, stream_chunk, to_usage
+from gateway.assemble import ChoiceAccumulator, to_usage
 from gateway.backend import (
     Backend,
     GenerationChunk,
@@ -27,16 +38,12 @@ from gateway.backend import (
 )
 from gateway.config import GatewayConfig
 from gateway.context import Identity, RequestContext
-from gateway.decoding import decode_request
-from gateway.errors import BackendFailed, ClientDisconnected, GatewayError, InvalidRequest, PermissionDenied
+from gateway.errors import BackendFailed, ClientDisconnected, GatewayError, PermissionDenied
 from gateway.hooks import HookRunner
 from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
 from gateway.registry import BackendRegistry, Lease, ModelEntry
-from gateway.responses import BenchChatCompletion, ChatCompletion
+from gateway.responses import ChatCompletion, Choice, Usage
 from gateway.validation import apply_model_config, check_backend_support, named_tool_choice, normalize
-
-_encode = msgspec.json.Encoder().encode
-DONE = b"data: [DONE]\n\n"
 
 
 @dataclass
@@ -56,15 +63,42 @@ class PreparedRequest:
     def backend(self) -> Backend:
         return self.lease.backend
 
+    def completion(self, choices: list[Choice], usage: Usage) -> ChatCompletion:
+        return ChatCompletion(self.response_id, self.created, self.entry.id, choices, usage)
 
-class ChatService:
+
+class Outcome(NamedTuple):
+    """A finished non-streamed answer: what `on_response` saw, and the bench figures."""
+
+    completion: ChatCompletion
+    stats: GenerationStats | None
+
+
+class StreamWriter(Protocol):
+    """An endpoint's stream format: bytes for each chunk, the end and a failure.
+
+    `chunk` may return b"" to send nothing yet (say, a writer that opens its
+    stream only with the first real output)."""
+
+    def chunk(self, chunk: GenerationChunk) -> bytes: ...
+
+    def end(self, completion: ChatCompletion) -> bytes:
+        """The closing bytes, once `on_response` has seen `completion`."""
+        ...
+
+    def error(self, error: GatewayError) -> bytes:
+        """The event that ends a stream that failed after it started."""
+        ...
+
+
+class Pipeline:
     def __init__(self, config: GatewayConfig, registry: BackendRegistry, hooks: HookRunner) -> None:
         self.config = config
         self.registry = registry
         self.hooks = hooks
 
-    async def prepare(self, body: bytes, context: RequestContext) -> PreparedRequest:
-        request = decode_request(body)
+    async def prepare(self, request: ChatCompletionRequest, context: RequestContext) -> PreparedRequest:
+        """The request checked, rewritten and resolved, holding its model's lease."""
         context.model = request.model
         context.stream = request.stream
         hooks = self.hooks  # `has` checks skip the hook machinery where no plugin listens
@@ -190,47 +224,12 @@ class ChatService:
                 results.append(Message(role="tool", content=str(output), tool_call_id=call.id))
         return [Message(role="assistant", tool_calls=ran), *results] if ran else None
 
-    # --- endpoints ----------------------------------------------------------------
+    # --- finish: the answer, on_response / on_error ----------------------------------
 
-    async def complete(self, prepared: PreparedRequest, context: RequestContext) -> ChatCompletion:
-        choices, end = await self._collect(
-            prepared, context, GenerationOptions(request_id=context.request_id)
-        )
-        response = ChatCompletion(
-            id=prepared.response_id,
-            created=prepared.created,
-            model=prepared.entry.id,
-            choices=choices,
-            usage=to_usage(end.usage),
-        )
-        await self._finish(prepared, response, context)
-        return response
-
-    async def bench(self, prepared: PreparedRequest, context: RequestContext) -> BenchChatCompletion:
-        if prepared.request.stream:
-            raise InvalidRequest("the bench endpoint never streams", param="stream")
-        options = GenerationOptions(bench=True, request_id=context.request_id)
-        choices, end = await self._collect(prepared, context, options)
-        if end.stats is None:
-            raise BackendFailed(f"backend '{prepared.backend.kind}' reported no generation stats")
-        usage = to_usage(end.usage)
-        await self._finish(
-            prepared,
-            ChatCompletion(prepared.response_id, prepared.created, prepared.entry.id, choices, usage),
-            context,
-        )
-        return BenchChatCompletion(
-            id=prepared.response_id,
-            created=prepared.created,
-            model=prepared.entry.id,
-            choices=choices,
-            usage=usage,
-            generation_stats=end.stats,
-        )
-
-    async def _collect(
+    async def complete(
         self, prepared: PreparedRequest, context: RequestContext, options: GenerationOptions
-    ) -> tuple[list, GenerationEnd]:
+    ) -> Outcome:
+        """The whole answer, after `on_response`."""
         want_logprobs = bool(prepared.request.logprobs)
         accumulators = [
             ChoiceAccumulator(index, want_logprobs) for index in range(prepared.request.choice_count)
@@ -243,55 +242,60 @@ class ChatService:
                 else:
                     accumulators[event.choice].add(event)
         assert end is not None
-        return [accumulator.choice() for accumulator in accumulators], end
+        completion = prepared.completion([a.choice() for a in accumulators], to_usage(end.usage))
+        await self._finish(prepared, completion, context)
+        return Outcome(completion, end.stats)
 
-    async def stream(self, prepared: PreparedRequest, context: RequestContext) -> AsyncIterator[bytes]:
-        """SSE bytes: chunks, an optional usage chunk, `[DONE]`.
+    def stream(
+        self, prepared: PreparedRequest, context: RequestContext, writer: StreamWriter
+    ) -> AsyncIterator[bytes]:
+        """The stream's bytes, as `writer` formats them; the lease is given back even if
+        the stream is never iterated."""
+        events = self._stream(prepared, context, writer)
+        weakref.finalize(events, prepared.lease.release)
+        return events
 
-        An error before the first chunk is raised (so it gets its HTTP status);
-        after it, the stream ends with an error event.
-        """
+    async def _stream(
+        self, prepared: PreparedRequest, context: RequestContext, writer: StreamWriter
+    ) -> AsyncIterator[bytes]:
+        """An error before the first bytes is raised (so it gets its HTTP status);
+        after them, the stream ends with the writer's error event."""
         request = prepared.request
-        include_usage = bool(request.stream_options and request.stream_options.include_usage)
-        header = (prepared.response_id, prepared.created, prepared.entry.id)
         accumulators = [
             ChoiceAccumulator(index, bool(request.logprobs)) for index in range(request.choice_count)
         ]
-        started = [False] * request.choice_count
+        started = False
+        usage = None
         options = GenerationOptions(request_id=context.request_id)
         try:
             async with aclosing(self.generate(prepared, context, options)) as events:
                 async for event in events:
                     if isinstance(event, GenerationEnd):
                         usage = to_usage(event.usage)
-                        if include_usage:
-                            yield _sse(stream_chunk(*header, choices=[], usage=usage))
                         continue
                     accumulators[event.choice].add(event)
-                    first = not started[event.choice]
-                    started[event.choice] = True
-                    yield _sse(stream_chunk(*header, choices=[chunk_choice(event, first)]))
-            response = ChatCompletion(*header, [a.choice() for a in accumulators], usage)
+                    data = writer.chunk(event)
+                    if data:
+                        started = True
+                        yield data
+            assert usage is not None
+            completion = prepared.completion([a.choice() for a in accumulators], usage)
             await self._finish(
-                prepared, response, context
+                prepared, completion, context
             )  # inside `try`: a failing hook ends the stream cleanly
         except (asyncio.CancelledError, GeneratorExit):
             context.status_code = 499  # the client went away; the backend generator is closed
             await self.fail(ClientDisconnected("the client disconnected"), context)
             raise
         except Exception as error:
-            if not any(started):
+            if not started:
                 raise  # nothing sent yet: the route answers with a plain HTTP error
-            failure = (
-                error
-                if isinstance(error, GatewayError)
-                else BackendFailed(str(error) or type(error).__name__)
-            )
+            failure = as_gateway_error(error)
             context.status_code = failure.status_code
             await self.fail(error, context)
-            yield b"data: " + _encode(failure.to_response()) + b"\n\n"
+            yield writer.error(failure)
             return
-        yield DONE
+        yield writer.end(completion)
 
     async def _finish(
         self, prepared: PreparedRequest, response: ChatCompletion, context: RequestContext
@@ -303,6 +307,11 @@ class ChatService:
         """Tell `on_error` observers; one that raises is logged, never replaces `error`."""
         context.timings.finished = time.perf_counter()
         await self.hooks.notify("on_error", error=error, context=context)
+
+
+def as_gateway_error(error: Exception) -> GatewayError:
+    """What a client is told of a failure after its stream has started."""
+    return error if isinstance(error, GatewayError) else BackendFailed(str(error) or type(error).__name__)
 
 
 def may_use(identity: Identity | None, model_id: str, *names: str) -> bool:
@@ -337,10 +346,6 @@ def _only_client_tools(request: ChatCompletionRequest, client_tools: frozenset[s
 
 def _is_empty(chunk: GenerationChunk) -> bool:
     return not (chunk.text or chunk.reasoning or chunk.tool_calls or chunk.logprobs or chunk.finish_reason)
-
-
-def _sse(chunk: object) -> bytes:
-    return b"data: " + _encode(chunk) + b"\n\n"
 
 
 def _add_usage(total: TokenUsage, more: TokenUsage) -> TokenUsage:

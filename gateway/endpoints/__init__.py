@@ -1,0 +1,92 @@
+"""Endpoints: one package per API, each translating its wire format to and from the pipeline.
+
+An endpoint parses its body into an `EndpointCall`: the internal
+`ChatCompletionRequest` every plugin sees, plus what it needs to write the answer
+in its own format (a whole body, or a `StreamWriter` for a stream) and its own
+error object. `serve` runs a call through the pipeline; routes are one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+from litestar import Request
+from litestar.response.streaming import ASGIStreamingResponse
+from litestar.types import ASGIApp
+
+from gateway.backend import GenerationOptions
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, internal_error
+from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context, prepend, read_body
+from gateway.pipeline import Outcome, Pipeline, PreparedRequest, StreamWriter
+from gateway.protocol import ChatCompletionRequest
+
+
+class EndpointCall(Protocol):
+    """One request on one endpoint, translated for the pipeline."""
+
+    request: ChatCompletionRequest  # the internal request (stream, model, ...)
+    bench: bool  # generate llama-bench style (see `GenerationOptions.bench`)
+
+    def answer(self, prepared: PreparedRequest, outcome: Outcome) -> bytes:
+        """The non-streamed body, from the completion `on_response` saw."""
+        ...
+
+    def writer(self, prepared: PreparedRequest) -> StreamWriter:
+        """The stream's format, for a streamed request."""
+        ...
+
+
+class Endpoint(Protocol):
+    name: ClassVar[str]  # `context.endpoint` for its requests
+    stream_media_type: ClassVar[str]
+
+    def parse(self, body: bytes, context: RequestContext) -> EndpointCall:
+        """Decode and translate the body; raise `InvalidRequest` naming the bad field."""
+        ...
+
+    def error_body(self, error: GatewayError) -> bytes:
+        """The API's own error object for `error`."""
+        ...
+
+
+def pipeline_of(request: Request[Any, Any, Any]) -> Pipeline:
+    return request.app.state.pipeline  # type: ignore[no-any-return]
+
+
+async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
+    """Run one HTTP request through the pipeline and answer in the endpoint's format."""
+    pipeline = pipeline_of(request)
+    context = new_context(request, endpoint.name)
+    headers = {REQUEST_ID_HEADER: context.request_id}
+    try:
+        call = endpoint.parse(await read_body(request, context.headers), context)
+        prepared = await pipeline.prepare(call.request, context)
+        if prepared.request.stream:
+            events = pipeline.stream(prepared, context, call.writer(prepared))
+            first = await anext(events)  # errors before any output keep their HTTP status
+            # The ASGI response itself: Litestar would give a `Stream` the route's JSON media type.
+            return ASGIStreamingResponse(
+                iterator=prepend(first, events),
+                media_type=endpoint.stream_media_type,
+                headers={**headers, "cache-control": "no-cache"},
+            )
+        options = GenerationOptions(bench=call.bench, request_id=context.request_id)
+        body = call.answer(prepared, await pipeline.complete(prepared, context, options))
+    except Exception as error:  # noqa: BLE001 - every failure becomes the API's error object
+        return await error_response(endpoint, pipeline, context, error, headers)
+    return JsonResponse(body, headers)
+
+
+async def error_response(
+    endpoint: Endpoint,
+    pipeline: Pipeline,
+    context: RequestContext,
+    error: Exception,
+    headers: dict[str, str],
+) -> JsonResponse:
+    """The endpoint's error answer, once `on_error` observers (the access log) know."""
+    failure = error if isinstance(error, GatewayError) else internal_error()
+    context.status_code = failure.status_code
+    await pipeline.fail(error, context)
+    return JsonResponse(endpoint.error_body(failure), {**failure.headers, **headers}, failure.status_code)

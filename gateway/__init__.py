@@ -33,11 +33,25 @@ from gateway.errors import (
     UnsupportedField,
 )
 from gateway.hookspecs import hookimpl
-from gateway.protocol import ChatCompletionRequest, Message, ToolCall, replace
+from gateway.protocol import (
+    CEILING_FIELDS,
+    FIELDS,
+    GATEWAY_FIELDS,
+    SAMPLING_FIELDS,
+    ChatCompletionRequest,
+    Handling,
+    Message,
+    ToolCall,
+    replace,
+)
 from gateway.responses import ChatCompletion
 from gateway.tools import Tool
 
 __all__ = [
+    "CEILING_FIELDS",
+    "FIELDS",
+    "GATEWAY_FIELDS",
+    "SAMPLING_FIELDS",
     "AuthenticationFailed",
     "Backend",
     "BackendFailed",
@@ -52,6 +66,7 @@ __all__ = [
     "GenerationEvent",
     "GenerationOptions",
     "GenerationStats",
+    "Handling",
     "Identity",
     "InvalidRequest",
     "Message",

@@ -15,12 +15,12 @@ import functools
 import operator
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol
 
 from msgspec import Struct
 
 from gateway.config import ModelConfig, convert_config
-from gateway.protocol import ChatCompletionRequest
+from gateway.protocol import GATEWAY_FIELDS, ChatCompletionRequest
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
@@ -135,16 +135,14 @@ class ModelSpec(Struct, frozen=True):
         return convert_config(self.config.options, type_, f'models."{self.id}".options')
 
 
-# Fields every backend gets for free: the gateway itself handles them.
-CORE_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "user"})
 
 
-@runtime_checkable
 class Backend(Protocol):
-    """A model engine. Implementations need not subclass anything.
+    """A model engine. Implementations need not subclass anything (docs/backends.md).
 
-    `supported_fields` names the request fields (beyond `CORE_FIELDS`) that the
-    backend honours; a request setting any other field gets a 400 naming it.
+    `supported_fields` names the request fields (beyond `GATEWAY_FIELDS`, which the
+    gateway handles for every backend) that the backend honours; a request setting
+    any other field gets a 400 naming it.
     """
 
     kind: ClassVar[str]
@@ -165,11 +163,22 @@ class Backend(Protocol):
     async def unload(self) -> None:
         """Free the model's memory."""
 
+    def memory_estimate(self) -> int:
+        """Bytes the loaded model will take, before `load` (0 when it holds none here):
+        the registry makes room for it within `server.memory_budget`. Cheap."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for `GET /v1/models` (`backend_stats`): JSON-safe, cheap, any time."""
+        ...
+
 
 _UNSET_VALUES: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}
 
 
 def _asks_for_something(name: str, value: Any) -> bool:
+    if name == "web_search_options":  # `{}` turns search on with its defaults
+        return value is not None
     return not (value is None or value == _UNSET_VALUES.get(name) or value == [] or value == {})
 
 
@@ -177,7 +186,7 @@ def _asks_for_something(name: str, value: Any) -> bool:
 def _unsupported_names(supported: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
     """The request fields a backend does not honour, in declaration order, and a getter for
     their values (worked out once per backend kind)."""
-    allowed = CORE_FIELDS | supported
+    allowed = GATEWAY_FIELDS | supported
     names = tuple(name for name in ChatCompletionRequest.__struct_fields__ if name not in allowed)
     if len(names) > 1:
         return names, operator.attrgetter(*names)  # a tuple of values in one C call

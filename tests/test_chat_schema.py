@@ -79,7 +79,9 @@ def test_legacy_functions_stream_function_call_deltas(client: openai.OpenAI) -> 
     )
     chunks = list(stream)
     assert all(chunk.choices[0].delta.tool_calls is None for chunk in chunks)
-    name = "".join(c.choices[0].delta.function_call.name or "" for c in chunks if c.choices[0].delta.function_call)
+    name = "".join(
+        c.choices[0].delta.function_call.name or "" for c in chunks if c.choices[0].delta.function_call
+    )
     arguments = "".join(
         c.choices[0].delta.function_call.arguments or "" for c in chunks if c.choices[0].delta.function_call
     )
@@ -90,7 +92,10 @@ def test_legacy_functions_stream_function_call_deltas(client: openai.OpenAI) -> 
 def test_legacy_and_new_names_together_are_a_400(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(
-            model="echo", messages=CALL, functions=[WEATHER], tools=[{"type": "function", "function": WEATHER}]
+            model="echo",
+            messages=CALL,
+            functions=[WEATHER],
+            tools=[{"type": "function", "function": WEATHER}],
         )
     assert caught.value.param == "functions"  # type: ignore[attr-defined]
 

@@ -46,7 +46,7 @@ def client(base_url: str) -> openai.OpenAI:
 
 def test_the_guide_shows_the_real_files() -> None:
     blocks = re.findall(
-        r"<!-- (docs/examples/backends/[\w./]+) -->\n```\w*\n(.*?)```", GUIDE.read_text(), re.S
+        r"<!-- (docs/examples/backends/[\w./]+) -->\n```\w*\n(.*?)```", GUIDE.read_text(), re.DOTALL
     )
     assert {path for path, _ in blocks} == {f"docs/examples/backends/{p.name}" for p in EXAMPLES.glob("*.py")}
     for path, block in blocks:

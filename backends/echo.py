@@ -85,11 +85,14 @@ class EchoBackend:
                 "echo calls a tool only when the last user message is 'call <that name> <json>'",
             )
 
+    async def count_tokens(self, request: ChatCompletionRequest) -> int:
+        return _prompt_tokens(request)
+
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
         started = time.perf_counter()
-        prompt_tokens = sum(len(message.text().split()) + 1 for message in request.messages)
+        prompt_tokens = _prompt_tokens(request)
         limit = request.max_tokens or 16
         calls = _tool_calls(request)
         words = [] if calls else _reply_words(request, limit if options.bench else None, self.options)
@@ -97,7 +100,7 @@ class EchoBackend:
         first_token: float | None = None
         for choice in range(request.choice_count):
             emitted, text = 0, ""
-            finish = "stop"
+            finish, matched = "stop", None
             for word in words:
                 if emitted == limit:
                     finish = "length"
@@ -111,6 +114,7 @@ class EchoBackend:
                     await asyncio.sleep(self.options.delay_ms / 1000)
                 stop_at = _stop_position(text + word, request.stop_strings) if not options.bench else None
                 if stop_at is not None:
+                    stop_at, matched = stop_at
                     piece = (text + word)[:stop_at][len(text) :]
                     if piece:
                         yield GenerationChunk(choice=choice, text=piece)
@@ -128,7 +132,8 @@ class EchoBackend:
                 yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, call_id, name)])
                 yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, arguments=arguments)])
                 finish = "tool_calls"
-            yield GenerationChunk(choice=choice, finish_reason=finish)  # type: ignore[arg-type]
+            stopped_by = matched if finish == "stop" else None
+            yield GenerationChunk(choice=choice, finish_reason=finish, stop_sequence=stopped_by)  # type: ignore[arg-type]
         usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
         yield GenerationEnd(
             usage=usage, stats=wall_clock_stats(usage, started, first_token) if options.bench else None
@@ -173,9 +178,15 @@ def _tool_calls(request: ChatCompletionRequest) -> list[tuple[str, str]]:
     return calls if all(name in offered for name, _ in calls) else []  # like a model: offered tools only
 
 
-def _stop_position(text: str, stops: list[str]) -> int | None:
-    positions = [text.find(stop) for stop in stops if stop in text]
-    return min(positions) if positions else None
+def _stop_position(text: str, stops: list[str]) -> tuple[int, str] | None:
+    """Where the first stop string in `text` starts, and which one it is."""
+    positions = [(text.find(stop), stop) for stop in stops if stop in text]
+    return min(positions, key=lambda found: found[0]) if positions else None
+
+
+def _prompt_tokens(request: ChatCompletionRequest) -> int:
+    """The prompt's "tokens": its words, plus one per message."""
+    return sum(len(message.text().split()) + 1 for message in request.messages)
 
 
 @hookimpl

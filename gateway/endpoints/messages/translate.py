@@ -51,11 +51,16 @@ _EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "
 
 
 def chat_request(body: MessagesRequest) -> ChatCompletionRequest:
-    if isinstance(body.thinking, ThinkingEnabled) and body.thinking.budget_tokens >= body.max_tokens:
+    thinking = body.thinking
+    if (
+        thinking is not None
+        and isinstance(thinking, ThinkingEnabled)
+        and thinking.budget_tokens >= body.max_tokens
+    ):
         raise InvalidRequest(
             "'max_tokens' must be greater than 'thinking.budget_tokens'", param="thinking.budget_tokens"
         )
-    if any(stop == "" for stop in body.stop_sequences or ()):
+    if body.stop_sequences and "" in body.stop_sequences:
         raise InvalidRequest("stop_sequences must not be empty strings", param="stop_sequences")
     return ChatCompletionRequest(
         **prompt_fields(body),
@@ -75,11 +80,13 @@ def count_request(body: CountTokensRequest) -> ChatCompletionRequest:
 
 def prompt_fields(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
     """The internal fields of what both endpoints share: the prompt and its controls."""
-    for name in ("container", "diagnostics", "mcp_servers"):
-        if getattr(body, name) is not None:
-            raise InvalidRequest(f"'{name}' is a feature of Anthropic's hosted service", param=name)
-    tools = [chat_tool(index, tool) for index, tool in enumerate(body.tools or ())]
-    choice, parallel = chat_tool_choice(body, [tool["function"]["name"] for tool in tools])
+    if body.container is not None or body.diagnostics is not None or body.mcp_servers is not None:
+        name = next(n for n in ("container", "diagnostics", "mcp_servers") if getattr(body, n) is not None)
+        raise InvalidRequest(f"'{name}' is a feature of Anthropic's hosted service", param=name)
+    tools = [chat_tool(index, tool) for index, tool in enumerate(body.tools)] if body.tools else []
+    choice, parallel = None, None
+    if body.tool_choice is not None:
+        choice, parallel = chat_tool_choice(body, [tool["function"]["name"] for tool in tools])
     messages = chat_messages(body)
     if body.context_management is not None:
         messages = apply_context_management(body.context_management.edits, messages)
@@ -91,7 +98,9 @@ def prompt_fields(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
         "parallel_tool_calls": parallel,
     }
     thinking = body.thinking
-    if isinstance(thinking, ThinkingEnabled):
+    if thinking is None:
+        pass
+    elif isinstance(thinking, ThinkingEnabled):
         fields["enable_thinking"] = True  # the budget is a target: max_tokens bounds it
     elif isinstance(thinking, ThinkingDisabled):
         fields["enable_thinking"] = False

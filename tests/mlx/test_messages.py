@@ -69,6 +69,20 @@ def test_thinking_blocks_come_with_a_signature(claude: anthropic.Anthropic, stre
     assert [block.type for block in again.content] == ["thinking", "text"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_omitted_thinking_keeps_only_the_signature(claude: anthropic.Anthropic, stream: bool) -> None:
+    shown = claude.messages.create(model="reasoning", max_tokens=2048, messages=USER, thinking=THINKING)
+    thinking = {**THINKING, "display": "omitted"}
+    message = final_message(
+        claude, stream, model="reasoning", max_tokens=2048, messages=USER, thinking=thinking
+    )
+    assert [(b.type, getattr(b, "thinking", None)) for b in message.content] == [
+        ("thinking", ""),
+        ("text", None),
+    ]
+    assert message.content[0].signature == shown.content[0].signature  # type: ignore[union-attr]
+
+
 def test_the_stream_sends_thinking_and_signature_deltas(claude: anthropic.Anthropic) -> None:
     fields = {"model": "reasoning", "max_tokens": 2048, "messages": USER, "thinking": THINKING}
     with claude.messages.stream(**fields) as stream:
@@ -157,4 +171,3 @@ def test_a_growing_claude_code_conversation_hits_the_prefix_cache(claude: anthro
     assert second.usage.cache_read_input_tokens >= first_prompt - 8
     assert second.usage.input_tokens > 0
     assert json.loads(second.to_json())["usage"]["cache_read_input_tokens"] > 0
-

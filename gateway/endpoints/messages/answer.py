@@ -87,13 +87,17 @@ def tool_input(arguments: str) -> Any:
 
 
 def message(
-    prepared: PreparedRequest, completion: ChatCompletion, stop_sequence: str | None
+    prepared: PreparedRequest,
+    completion: ChatCompletion,
+    stop_sequence: str | None,
+    omit_thinking: bool = False,
 ) -> AnthropicMessage:
     choice = completion.choices[0]
     answer = choice.message
     content: list[ContentOut] = []
     if answer.reasoning_content:
-        content.append(ThinkingOut(answer.reasoning_content, signature(answer.reasoning_content)))
+        thinking = "" if omit_thinking else answer.reasoning_content
+        content.append(ThinkingOut(thinking, signature(answer.reasoning_content)))
     if answer.content:
         content.append(TextOut(answer.content))
     for call in answer.tool_calls or ():

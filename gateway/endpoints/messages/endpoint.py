@@ -21,17 +21,22 @@ _decoder = msgspec.json.Decoder(MessagesRequest)
 
 
 class MessagesCall:
-    __slots__ = ("request",)
+    """`omit_thinking`: `thinking.display` is "omitted": thinking blocks keep their
+    signature but not their text."""
+
+    __slots__ = ("omit_thinking", "request")
     bench = False
 
-    def __init__(self, request: ChatCompletionRequest) -> None:
+    def __init__(self, request: ChatCompletionRequest, omit_thinking: bool = False) -> None:
         self.request = request
+        self.omit_thinking = omit_thinking
 
     def answer(self, prepared: PreparedRequest, outcome: Outcome) -> bytes:
-        return _encode(message(prepared, outcome.completion, outcome.stop_sequences[0]))
+        stop_sequence = outcome.stop_sequences[0]
+        return _encode(message(prepared, outcome.completion, stop_sequence, self.omit_thinking))
 
     def writer(self, prepared: PreparedRequest) -> MessagesStreamWriter:
-        return MessagesStreamWriter(message_id(prepared), prepared.entry.id)
+        return MessagesStreamWriter(message_id(prepared), prepared.entry.id, self.omit_thinking)
 
 
 class MessagesEndpoint:
@@ -41,7 +46,9 @@ class MessagesEndpoint:
     stream_media_type: ClassVar[str] = "text/event-stream"
 
     def parse(self, body: bytes, context: RequestContext) -> MessagesCall:
-        return MessagesCall(chat_request(decode_body(body, _decoder)))
+        request: MessagesRequest = decode_body(body, _decoder)
+        omit = request.thinking is not None and getattr(request.thinking, "display", None) == "omitted"
+        return MessagesCall(chat_request(request), omit)
 
     def error_body(self, error: GatewayError) -> bytes:
         return _encode(error_object(error))

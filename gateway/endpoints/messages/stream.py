@@ -55,14 +55,16 @@ class MessagesStreamWriter:
         "index",
         "kind",
         "model",
+        "omit_thinking",
         "started",
         "stop_sequence",
         "thinking",
         "tools",
     )
 
-    def __init__(self, message_id: str, model: str) -> None:
+    def __init__(self, message_id: str, model: str, omit_thinking: bool = False) -> None:
         self.id, self.model = message_id, model
+        self.omit_thinking = omit_thinking  # `thinking.display: "omitted"`: only the signature
         self.started = False
         self.index = -1  # the open block's index
         self.kind: BlockKind | None = None
@@ -81,9 +83,9 @@ class MessagesStreamWriter:
             if self.kind != "thinking":
                 self._open(out, "thinking", ThinkingOut("", ""))
             self.thinking.append(chunk.reasoning)
-            out.append(
-                event(b"content_block_delta", ContentBlockDelta(self.index, ThinkingDelta(chunk.reasoning)))
-            )
+            if not self.omit_thinking:
+                delta = ContentBlockDelta(self.index, ThinkingDelta(chunk.reasoning))
+                out.append(event(b"content_block_delta", delta))
         if chunk.text:
             if self.kind != "text":
                 self._open(out, "text", TextOut(""))

@@ -82,7 +82,7 @@ def test_assistant_thinking_becomes_reasoning_and_redacted_thinking_is_left_out(
         {"type": "redacted_thinking", "data": "opaque"},
         {"type": "text", "text": "Hi!"},
     ]
-    message = translate(messages=[*USER, {"role": "assistant", "content": answer}]).messages[1]
+    message = translate(messages=[*USER, {"role": "assistant", "content": answer}, *USER]).messages[1]
     assert (message.reasoning_content, message.content) == ("Hmm.", "Hi!")
 
 
@@ -162,6 +162,7 @@ def test_clear_thinking_keeps_the_last_turns_thinking() -> None:
         ({"tools": [{**TOOL, "defer_loading": True}]}, "tools[0].defer_loading"),
         ({"tool_choice": {"type": "tool", "name": "x"}, "tools": [TOOL]}, "tool_choice.name"),
         ({"container": "c1"}, "container"),
+        ({"messages": [*USER, {"role": "assistant", "content": "The answer is"}]}, "messages[1].role"),
         (
             {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}},
             "context_management.edits[0]",

@@ -80,9 +80,14 @@ def count_request(body: CountTokensRequest) -> ChatCompletionRequest:
 
 def prompt_fields(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
     """The internal fields of what both endpoints share: the prompt and its controls."""
-    if body.container is not None or body.diagnostics is not None or body.mcp_servers is not None:
-        name = next(n for n in ("container", "diagnostics", "mcp_servers") if getattr(body, n) is not None)
+    if body.container is not None or body.mcp_servers is not None:
+        name = "container" if body.container is not None else "mcp_servers"
         raise InvalidRequest(f"'{name}' is a feature of Anthropic's hosted service", param=name)
+    if body.messages[-1].role == "assistant":
+        raise InvalidRequest(
+            "a last 'assistant' turn (prefill) is not supported: end with a 'user' turn",
+            param=f"messages[{len(body.messages) - 1}].role",
+        )
     tools = [chat_tool(index, tool) for index, tool in enumerate(body.tools)] if body.tools else []
     choice, parallel = None, None
     if body.tool_choice is not None:

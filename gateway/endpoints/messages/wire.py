@@ -4,8 +4,8 @@ Field by field after the `anthropic` SDK's types and the bodies Claude Code
 sends. Unknown fields are refused (as Anthropic does: "Extra inputs are not
 permitted"); fields that only steer Anthropic's hosted service are accepted and
 carry no meaning here (`service_tier`, `inference_geo`, `speed`,
-`user_profile_id`, `workspace_id`, every `cache_control`: the gateway's prefix
-cache is automatic).
+`user_profile_id`, `workspace_id`, `diagnostics`, every `cache_control`: the
+gateway's prefix cache is automatic).
 """
 
 from __future__ import annotations
@@ -165,9 +165,9 @@ class _Prompt(Struct, forbid_unknown_fields=True, kw_only=True):
     speed: Literal["standard", "fast"] | None = None
     user_profile_id: str | None = None
     workspace_id: str | None = None
+    diagnostics: dict[str, Any] | None = None  # cache-miss reasons: answers carry none (documented)
     # Hosted-only features: a 400 that says so when set.
     container: Any = None
-    diagnostics: Any = None
     mcp_servers: Any = None
 
 

@@ -10,6 +10,10 @@ arguments>` makes the model call that tool when the request offers it (one such
 line per call, for parallel calls); after a `tool` message it answers
 `tool <name> said: <result>`.
 
+It counts a prompt's tokens (`count_tokens`, for Messages' count_tokens) as it
+counts them for usage: words plus one per message; a stop string that ends the
+answer is named on the last chunk (`stop_sequence`).
+
 Options (`[models.x.options]`): `delay_ms` per token, `fail_after_tokens` to
 simulate an engine failure mid-stream, `echo_system` to answer with the system
 prompt instead (to see what prompt-rewriting plugins send).

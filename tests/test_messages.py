@@ -378,3 +378,17 @@ def test_over_the_rate_limit_is_a_rate_limit_error(auth_url: str) -> None:
             sdk.messages.create(model="system", max_tokens=4, messages=USER)
     assert raised.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     assert int(raised.value.response.headers["retry-after"]) >= 1
+
+
+def test_the_routes_are_in_the_openapi_document(base_url: str) -> None:
+    document = httpx.get(f"{base_url}/schema/openapi.json").json()
+    create = document["paths"]["/v1/messages"]["post"]
+    assert create["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/MessagesRequest")
+    assert set(create["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    count = document["paths"]["/v1/messages/count_tokens"]["post"]
+    assert count["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/MessageTokensCount"
+    )
+    assert {"max_tokens", "stop_sequences", "thinking", "tool_choice"} <= set(
+        document["components"]["schemas"]["MessagesRequest"]["properties"]
+    )

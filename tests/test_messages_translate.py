@@ -144,6 +144,8 @@ def test_clear_thinking_keeps_the_last_turns_thinking() -> None:
         messages=turns, context_management={"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]}
     )
     assert [m.reasoning_content for m in kept.messages if m.role == "assistant"] == ["t", "t", "t"]
+    edit = {"type": "clear_thinking_20251015", "keep": {"type": "all"}}
+    assert translate(messages=turns, context_management={"edits": [edit]}).messages == kept.messages
     edit = {"type": "clear_thinking_20251015", "keep": {"type": "thinking_turns", "value": 1}}
     cleared = translate(messages=turns, context_management={"edits": [edit]})
     assert [m.reasoning_content for m in cleared.messages if m.role == "assistant"] == [None, None, "t"]

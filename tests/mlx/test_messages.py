@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 pytest.importorskip("mlx.core")
@@ -171,3 +172,73 @@ def test_a_growing_claude_code_conversation_hits_the_prefix_cache(claude: anthro
     assert second.usage.cache_read_input_tokens >= first_prompt - 8
     assert second.usage.input_tokens > 0
     assert json.loads(second.to_json())["usage"]["cache_read_input_tokens"] > 0
+
+
+CLAUDE_CODE_HEADERS = {
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27",
+    "anthropic-dangerous-direct-browser-access": "true",
+    "x-app": "cli",
+    "user-agent": "claude-cli/2.1.37 (external, cli)",
+    "x-api-key": "unused",
+}
+
+
+@pytest.mark.parametrize(
+    "controls",
+    [
+        {  # as captured from Claude Code 2.0/2.1 on Claude 4.5 models (with max_tokens 32000)
+            "thinking": {"budget_tokens": 8191, "type": "enabled"},
+            "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        },
+        {  # adaptive thinking, as later versions send it
+            "thinking": {"budget_tokens": 0, "type": "adaptive"},
+            "output_config": {"effort": "high"},
+            "context_management": {"edits": []},
+        },
+    ],
+)
+def test_claude_code_bodies_are_served(server: str, controls: dict[str, Any]) -> None:
+    """Everything Claude Code sends decodes and is honoured: a streamed answer on `?beta=true`."""
+    tool = {
+        "name": "Bash",
+        "description": "Executes a given bash command",
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string", "description": "The command to execute"}},
+            "required": ["command"],
+            "additionalProperties": False,
+            "$schema": "http://json-schema.org/draft-07/schema#",
+        },
+    }
+    body = {
+        **claude_code_request(
+            "36ee5",
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "hey", "cache_control": {"type": "ephemeral"}}],
+                }
+            ],
+        ),
+        "model": "reasoning",
+        "max_tokens": 8192,  # CLAUDE_CODE_MAX_OUTPUT_TOKENS: Claude Code's 32000 overflows a 32k context
+        "stream": True,
+        "tools": [tool],
+        **controls,
+    }
+    response = httpx.post(
+        f"{server}/v1/messages?beta=true", json=body, headers=CLAUDE_CODE_HEADERS, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    names = [
+        line.removeprefix("event: ") for line in response.text.splitlines() if line.startswith("event: ")
+    ]
+    assert names[:2] == ["message_start", "ping"] and names[-2:] == ["message_delta", "message_stop"]
+    assert "content_block_start" in names
+    count = httpx.post(
+        f"{server}/v1/messages/count_tokens?beta=true",
+        json={k: v for k, v in body.items() if k not in ("max_tokens", "stream", "metadata")},
+        headers=CLAUDE_CODE_HEADERS,
+    )
+    assert count.status_code == 200 and count.json()["input_tokens"] > 0, count.text

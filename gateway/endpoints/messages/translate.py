@@ -311,7 +311,7 @@ def apply_context_management(edits: list[dict[str, Any]], messages: list[Message
         if edit.get("type") != "clear_thinking_20251015":
             raise InvalidRequest(f"context edit '{edit.get('type')}' is not supported", param=param)
         keep = edit.get("keep", {"type": "thinking_turns", "value": 1})
-        if keep == "all":
+        if keep == "all" or keep == {"type": "all"}:
             continue
         if (
             not isinstance(keep, dict)
@@ -319,7 +319,7 @@ def apply_context_management(edits: list[dict[str, Any]], messages: list[Message
             or not isinstance(keep.get("value"), int)
         ):
             raise InvalidRequest(
-                "'keep' must be 'all' or {'type': 'thinking_turns', 'value': N}", param=param
+                "'keep' must be 'all', {'type': 'all'} or {'type': 'thinking_turns', 'value': N}", param=param
             )
         thinking = [i for i, m in enumerate(messages) if m.role == "assistant" and m.reasoning_content]
         cleared = set(thinking[: max(len(thinking) - keep["value"], 0)])

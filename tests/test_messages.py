@@ -145,6 +145,15 @@ def test_system_blocks_and_a_system_turn_reach_the_model(base_url: str) -> None:
     assert message.content[0].text == "Be brief. Be kind."  # type: ignore[union-attr]
 
 
+def test_image_blocks_are_accepted_and_echo_answers_the_text(claude: anthropic.Anthropic) -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+    content = [{"type": "text", "text": "what is this"}, image]
+    message = claude.messages.create(
+        model="echo", max_tokens=8, messages=[{"role": "user", "content": content}]
+    )
+    assert message.content[0].text == "what is this"  # type: ignore[union-attr]
+
+
 # --- tools -----------------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ import anthropic
 
 from tests.support.apps import mlx_app
 
-SCRIPTED = ("plain", "reasoning", "tool_call", "stop")
+SCRIPTED = ("plain", "reasoning", "tool_call", "reasoning_tool_call", "stop")
 USER = [{"role": "user", "content": "Hi!"}]
 NO_THINKING = {"type": "disabled"}
 THINKING = {"type": "enabled", "budget_tokens": 1024}
@@ -107,6 +107,16 @@ def test_a_tool_use_round_trip(claude: anthropic.Anthropic, stream: bool) -> Non
         model="plain", messages=history, tools=[WEATHER], thinking=NO_THINKING
     )
     assert answer.usage.input_tokens + answer.usage.cache_read_input_tokens == rendered.input_tokens
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_thinking_then_a_tool_call(claude: anthropic.Anthropic, stream: bool) -> None:
+    fields = {"max_tokens": 2048, "tools": [WEATHER], "thinking": THINKING, "messages": USER}
+    message = final_message(claude, stream, model="reasoning_tool_call", **fields)
+    thinking, call = message.content
+    assert (thinking.type, thinking.thinking) == ("thinking", "I need the weather.")
+    assert (call.type, call.name, call.input) == ("tool_use", "get_weather", {"city": "Paris"})
+    assert message.stop_reason == "tool_use"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -382,6 +382,8 @@ def test_refusals_are_typed_and_not_retried(
 
 def test_over_the_rate_limit_is_a_rate_limit_error(auth_url: str) -> None:
     sdk = anthropic.Anthropic(base_url=auth_url, api_key=BOB_KEY, max_retries=0)
+    for _ in range(5):  # counting tokens is not metered: Claude Code counts for each tool
+        assert sdk.messages.count_tokens(model="system", messages=USER).input_tokens == 5
     with pytest.raises(anthropic.RateLimitError) as raised:
         for _ in range(3):
             sdk.messages.create(model="system", max_tokens=4, messages=USER)

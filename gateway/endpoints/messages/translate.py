@@ -23,8 +23,8 @@ from gateway.endpoints.messages.wire import (
     MessagesRequest,
     RedactedThinkingBlock,
     TextBlock,
+    ThinkingAdaptive,
     ThinkingBlock,
-    ThinkingDisabled,
     ThinkingEnabled,
     ToolChoiceAny,
     ToolChoiceAuto,
@@ -52,11 +52,7 @@ _EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "
 
 def chat_request(body: MessagesRequest) -> ChatCompletionRequest:
     thinking = body.thinking
-    if (
-        thinking is not None
-        and isinstance(thinking, ThinkingEnabled)
-        and thinking.budget_tokens >= body.max_tokens
-    ):
+    if isinstance(thinking, ThinkingEnabled) and thinking.budget_tokens >= body.max_tokens:
         raise InvalidRequest(
             "'max_tokens' must be greater than 'thinking.budget_tokens'", param="thinking.budget_tokens"
         )
@@ -103,13 +99,8 @@ def prompt_fields(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
         "parallel_tool_calls": parallel,
     }
     thinking = body.thinking
-    if thinking is None:
-        pass
-    elif isinstance(thinking, ThinkingEnabled):
-        fields["enable_thinking"] = True  # the budget is a target: max_tokens bounds it
-    elif isinstance(thinking, ThinkingDisabled):
-        fields["enable_thinking"] = False
-    # ThinkingAdaptive: the model decides, that is its own default.
+    if thinking is not None and not isinstance(thinking, ThinkingAdaptive):  # adaptive: the model's default
+        fields["enable_thinking"] = isinstance(thinking, ThinkingEnabled)  # its budget: within max_tokens
     output = body.output_config
     if output is not None:
         if output.effort is not None:
@@ -175,7 +166,7 @@ def user_messages(param: str, blocks: list[ContentBlock]) -> list[Message]:
             if parts:
                 messages.append(Message(role="user", content=_content(parts)))
                 parts = []
-            messages.append(_tool_message(f"{param}[{position}]", block))
+            messages.append(_tool_message(block))
         elif isinstance(block, TextBlock | ImageBlock):
             parts.append(_part(block))
         else:
@@ -188,7 +179,7 @@ def user_messages(param: str, blocks: list[ContentBlock]) -> list[Message]:
     return messages
 
 
-def _tool_message(param: str, block: ToolResultBlock) -> Message:
+def _tool_message(block: ToolResultBlock) -> Message:
     """`is_error` results are marked in the text, so the model reads them as failures."""
     if isinstance(block.content, str):
         parts: list[ContentPart] = [TextPart(block.content)] if block.content else []

@@ -380,6 +380,29 @@ def test_refusals_are_typed_and_not_retried(
     assert counter.errors == before + 1  # one request: a 4xx invites no retry
 
 
+@pytest.mark.parametrize(
+    ("fields", "exception", "kind"),
+    [
+        ({"model": "nope"}, anthropic.NotFoundError, "not_found_error"),
+        ({"extra_body": {"top_k": 3}}, anthropic.BadRequestError, "invalid_request_error"),
+        (  # over the default max_body_bytes (4 MiB)
+            {"messages": [{"role": "user", "content": "word " * 1_000_000}]},
+            anthropic.ContentTooLargeError,
+            "request_too_large",
+        ),
+    ],
+)
+def test_bad_requests_are_typed_and_not_retried(
+    auth_url: str, counter: ErrorCounter, fields: dict[str, Any], exception: type[Exception], kind: str
+) -> None:
+    sdk = anthropic.Anthropic(base_url=auth_url, api_key=ALICE_KEY)  # the SDK's default retries
+    before = counter.errors
+    with pytest.raises(exception) as raised:
+        sdk.messages.create(**{"model": "echo", "max_tokens": 4, "messages": USER, **fields})
+    assert raised.value.body["error"]["type"] == kind  # type: ignore[attr-defined]
+    assert counter.errors == before + 1
+
+
 def test_over_the_rate_limit_is_a_rate_limit_error(auth_url: str) -> None:
     sdk = anthropic.Anthropic(base_url=auth_url, api_key=BOB_KEY, max_retries=0)
     for _ in range(5):  # counting tokens is not metered: Claude Code counts for each tool

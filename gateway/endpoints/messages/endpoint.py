@@ -32,7 +32,7 @@ class MessagesCall:
         self.omit_thinking = omit_thinking
 
     def answer(self, prepared: PreparedRequest, outcome: Outcome) -> bytes:
-        stop_sequence = outcome.stop_sequences[0]
+        stop_sequence = outcome.stop_sequences[0] if outcome.stop_sequences else None
         return _encode(message(prepared, outcome.completion, stop_sequence, self.omit_thinking))
 
     def writer(self, prepared: PreparedRequest) -> MessagesStreamWriter:

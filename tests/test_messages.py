@@ -426,3 +426,23 @@ def test_the_routes_are_in_the_openapi_document(base_url: str) -> None:
     assert {"max_tokens", "stop_sequences", "thinking", "tool_choice"} <= set(
         document["components"]["schemas"]["MessagesRequest"]["properties"]
     )
+
+
+def test_a_backend_that_cannot_count_answers_a_400_naming_it() -> None:
+    from backends.echo import EchoBackend
+
+    class Uncounting(EchoBackend):
+        kind = "uncounting"
+        count_tokens = None  # type: ignore[assignment]  # as a backend without the method
+
+    class UncountingPlugin:
+        @hookimpl
+        def register_backends(self, register: Any) -> None:
+            register("uncounting", Uncounting)
+
+    config = gateway_config(plain={"backend": "uncounting"})
+    with serve(config, production_manager(config, UncountingPlugin())) as url:
+        sdk = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0)
+        with pytest.raises(anthropic.BadRequestError, match="'uncounting' backend cannot count tokens"):
+            sdk.messages.count_tokens(model="plain", messages=USER)
+        assert sdk.messages.create(model="plain", max_tokens=8, messages=USER).content[0].text  # type: ignore[union-attr]

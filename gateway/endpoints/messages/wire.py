@@ -41,6 +41,7 @@ class UrlSource(Struct, tag="url", **_Block):  # type: ignore[call-arg]
 class ImageBlock(Struct, tag="image", **_Block):  # type: ignore[call-arg]
     source: Base64Source | UrlSource
     cache_control: CacheControl | None = None
+    transformations: None = None  # server-side image transforms: only "none" is served
 
 
 class ToolUseBlock(Struct, tag="tool_use", **_Block):  # type: ignore[call-arg]
@@ -49,6 +50,7 @@ class ToolUseBlock(Struct, tag="tool_use", **_Block):  # type: ignore[call-arg]
     input: dict[str, Any]
     cache_control: CacheControl | None = None
     caller: dict[str, Any] | None = None  # `{"type": "direct"}` in answers clients echo back
+    toolset_name: None = None  # Anthropic's hosted toolsets: none here
 
 
 class ToolResultBlock(Struct, tag="tool_result", **_Block):  # type: ignore[call-arg]
@@ -56,6 +58,7 @@ class ToolResultBlock(Struct, tag="tool_result", **_Block):  # type: ignore[call
     content: str | list[TextBlock | ImageBlock] = ""
     is_error: bool = False
     cache_control: CacheControl | None = None
+    toolset_name: None = None
 
 
 class ThinkingBlock(Struct, tag="thinking", **_Block):  # type: ignore[call-arg]

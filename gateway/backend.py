@@ -56,6 +56,7 @@ class GenerationChunk(Struct, omit_defaults=True):
     tool_calls: list[ToolCallDelta] | None = None
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
+    stop_sequence: str | None = None  # with finish_reason "stop": the stop string that matched
 
 
 class TokenUsage(Struct):
@@ -171,6 +172,13 @@ class Backend(Protocol):
     def stats(self) -> dict[str, Any]:
         """Figures for `GET /v1/models` (`backend_stats`): JSON-safe, cheap, any time."""
         ...
+
+
+class TokenCounter(Protocol):
+    """Optional on a backend: the prompt's token count for a request, as `generate` would
+    render it (Anthropic's count_tokens). A backend without it answers that route a 400."""
+
+    async def count_tokens(self, request: ChatCompletionRequest) -> int: ...
 
 
 _UNSET_VALUES: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}

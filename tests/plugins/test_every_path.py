@@ -1,10 +1,12 @@
-"""Every per-request hook fires the same way on each path: non-stream, stream and bench."""
+"""Every per-request hook fires the same way on each path: chat non-stream, stream and bench,
+and Anthropic Messages streamed and not."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -20,7 +22,9 @@ from gateway import (
     hookimpl,
 )
 from tests.conftest import echo_config, plugin_manager
-from tests.plugins.helpers import PATHS, ask, client, serve
+from tests.plugins.helpers import MESSAGES_PATHS, PATHS, ask, client, serve
+
+EVERY_PATH = (*PATHS, *MESSAGES_PATHS)
 
 pytestmark = pytest.mark.hooks(
     "gateway_startup", "authenticate", "rewrite_request", "on_request", "on_chunk", "on_response", "on_error"
@@ -78,7 +82,7 @@ def recorded_server(recorder: Recorder) -> Any:
     assert len(recorder.started) == 1 and recorder.started[0][0] is config
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_same_hooks_same_order_on_every_path(recorder: Recorder, recorded_server: str, path: str) -> None:
     recorder.calls.clear()
     messages = [{"role": "user", "content": "two words"}]
@@ -93,10 +97,10 @@ def test_same_hooks_same_order_on_every_path(recorder: Recorder, recorded_server
     ]
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_on_error_once_on_every_path(recorder: Recorder, recorded_server: str, path: str) -> None:
     recorder.calls.clear()
-    with pytest.raises((openai.APIError, httpx.HTTPStatusError)):
+    with pytest.raises((openai.APIError, anthropic.APIError, httpx.HTTPStatusError)):
         ask(recorded_server, path, model="broken", messages=[{"role": "user", "content": "a b c"}])
     assert recorder.calls[-1] == "on_error BackendFailed 500"
     assert [call for call in recorder.calls if call.startswith("on_response")] == []

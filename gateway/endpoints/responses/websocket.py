@@ -45,11 +45,10 @@ async def responses_socket(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.accept()
     connection: Connection = {}
     while True:
-        try:
-            message = await socket.receive_data(mode="binary")
-        except WebSocketDisconnect:
+        event = await socket.receive()  # text or binary frames alike
+        if event["type"] == "websocket.disconnect":
             return
-        await _turn(socket, message, connection)
+        await _turn(socket, event.get("bytes") or (event.get("text") or "").encode(), connection)
 
 
 async def _turn(socket: WebSocket[Any, Any, Any], message: bytes, connection: Connection) -> None:

@@ -1,4 +1,5 @@
-"""Every per-request hook fires the same way on each path: non-stream, stream and bench."""
+"""Every per-request hook fires the same way on each path: chat non-stream, stream and
+bench, and Responses non-stream and stream."""
 
 from __future__ import annotations
 
@@ -20,7 +21,9 @@ from gateway import (
     hookimpl,
 )
 from tests.conftest import echo_config, plugin_manager
-from tests.plugins.helpers import PATHS, ask, client, serve
+from tests.plugins.helpers import PATHS, RESPONSES_PATHS, ask, client, serve
+
+EVERY_PATH = (*PATHS, *RESPONSES_PATHS)
 
 pytestmark = pytest.mark.hooks(
     "gateway_startup", "authenticate", "rewrite_request", "on_request", "on_chunk", "on_response", "on_error"
@@ -78,7 +81,7 @@ def recorded_server(recorder: Recorder) -> Any:
     assert len(recorder.started) == 1 and recorder.started[0][0] is config
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_same_hooks_same_order_on_every_path(recorder: Recorder, recorded_server: str, path: str) -> None:
     recorder.calls.clear()
     messages = [{"role": "user", "content": "two words"}]
@@ -93,7 +96,7 @@ def test_same_hooks_same_order_on_every_path(recorder: Recorder, recorded_server
     ]
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_on_error_once_on_every_path(recorder: Recorder, recorded_server: str, path: str) -> None:
     recorder.calls.clear()
     with pytest.raises((openai.APIError, httpx.HTTPStatusError)):

@@ -34,6 +34,10 @@ Connection = dict[str, StoredResponse]  # a WebSocket's own responses, `store: f
 class ResponsesCall:
     """One `POST /v1/responses` (or WebSocket `response.create`), translated."""
 
+    __slots__ = (
+        "_store", "body", "connection", "context", "created_at", "failed", "history", "request",
+        "response_id", "store", "summary_reasoning", "tools",
+    )  # fmt: skip
     bench = False
 
     def __init__(

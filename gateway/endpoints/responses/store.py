@@ -9,7 +9,7 @@ a continuation.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -19,8 +19,7 @@ from gateway.protocol import Message
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True)
-class StoredResponse:
+class StoredResponse(NamedTuple):
     body: bytes  # the response resource as JSON
     history: list[Message]
     model: str

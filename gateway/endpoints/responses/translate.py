@@ -242,14 +242,19 @@ def response_format(body: CreateResponse) -> dict[str, Any] | None:
     )
 
 
+_UNSERVED = {
+    "conversation": "conversations are not stored here; use previous_response_id or send the history",
+    "prompt": "stored prompt templates are not available here",
+    "context_management": "server-side compaction is not available; use /v1/responses/compact",
+}
+
+
 def refuse_unserved(body: CreateResponse, websocket: bool) -> None:
     """400 for fields that would change the answer and cannot be honoured here."""
-    unserved = {
-        "conversation": "conversations are not stored here; use previous_response_id or send the history",
-        "prompt": "stored prompt templates are not available here",
-        "context_management": "server-side compaction is not available; use /v1/responses/compact",
-    }
-    for name, reason in unserved.items():
+    unset = (body.conversation, body.prompt, body.context_management, body.background, body.text) == _NOTHING
+    if unset and body.generate is None and (body.stream_options is None or body.stream or websocket):
+        return  # the usual request, checked at once
+    for name, reason in _UNSERVED.items():
         if getattr(body, name) is not None:
             raise InvalidRequest(
                 f"'{name}' is not supported: {reason}", param=name, code="unsupported_parameter"
@@ -270,6 +275,9 @@ def refuse_unserved(body: CreateResponse, websocket: bool) -> None:
         raise InvalidRequest("'generate' is only accepted in WebSocket mode", param="generate")
     if body.stream_options is not None and not (body.stream or websocket):
         raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
+
+
+_NOTHING = (None, None, None, None, None)
 
 
 def chat_request(

@@ -100,3 +100,13 @@ def test_a_continuation_hits_the_prefix_cache(client: openai.OpenAI) -> None:
     assert second.output_text == "Hello there!"
     assert second.usage.input_tokens > first.usage.input_tokens
     assert second.usage.input_tokens_details.cached_tokens >= first.usage.input_tokens - 8
+
+
+def test_logprobs_when_included(client: openai.OpenAI) -> None:
+    asked = {"include": ["message.output_text.logprobs"], "top_logprobs": 2, "reasoning": {"effort": "none"}}
+    part = client.responses.create(model="plain", input="Hi!", **asked).output[0].content[0]
+    assert "".join(lp.token for lp in part.logprobs) == "Hello there!"
+    assert all(len(lp.top_logprobs) == 2 and lp.logprob < 0 for lp in part.logprobs)
+    events = list(client.responses.create(model="plain", input="Hi!", stream=True, **asked))
+    streamed = [lp.token for e in events if e.type == "response.output_text.delta" for lp in e.logprobs]
+    assert streamed == [lp.token for lp in part.logprobs]

@@ -17,9 +17,8 @@ from gateway.endpoints.responses.stream import Frame, ResponsesStreamWriter, sse
 from gateway.endpoints.responses.translate import (
     chat_request,
     function_tools,
-    input_items,
+    input_messages,
     refuse_unserved,
-    to_messages,
 )
 from gateway.endpoints.responses.wire import CreateResponse, FunctionTool, OutputItem, ResponseResource
 from gateway.errors import ErrorResponse, GatewayError, InvalidRequest
@@ -111,7 +110,7 @@ class ResponsesEndpoint:
         if not model:
             raise InvalidRequest("Missing required parameter: 'model'", param="model")
         earlier = previous.history if previous else []
-        history = [*earlier, *to_messages(input_items(body.input), earlier)]
+        history = [*earlier, *input_messages(body.input, earlier)]
         system = [Message(role="system", content=body.instructions)] if body.instructions else []
         tools = function_tools(body.tools)
         stream = connection is not None or bool(body.stream)

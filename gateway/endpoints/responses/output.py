@@ -110,28 +110,19 @@ def items_of(choice: Choice, response_id: str, as_summary: bool) -> list[OutputI
 
 def history_of(items: list[OutputItem]) -> list[Message]:
     """The output as chat messages, for a later `previous_response_id`."""
-    reasoning = "".join(
-        part.text
-        for item in items
-        if isinstance(item, OutputReasoning)
-        for part in [*item.summary, *item.content]
-    )
-    text = "".join(part.text for item in items if isinstance(item, OutputMessage) for part in item.content)
-    calls = [
-        ToolCall(id=item.call_id, function=FunctionCall(item.name, item.arguments))
-        for item in items
-        if isinstance(item, OutputFunctionCall)
-    ]
+    reasoning, text, calls = [], [], []
+    for item in items:
+        if isinstance(item, OutputMessage):
+            text.extend(part.text for part in item.content)
+        elif isinstance(item, OutputFunctionCall):
+            calls.append(ToolCall(id=item.call_id, function=FunctionCall(item.name, item.arguments)))
+        elif isinstance(item, OutputReasoning):
+            reasoning.extend(part.text for part in [*item.summary, *item.content])
     if not (reasoning or text or calls):
         return []
-    return [
-        Message(
-            role="assistant",
-            content=text or None,
-            reasoning_content=reasoning or None,
-            tool_calls=calls or None,
-        )
-    ]
+    message = Message(role="assistant", content="".join(text) or None, tool_calls=calls or None)
+    message.reasoning_content = "".join(reasoning) or None
+    return [message]
 
 
 def resource(

@@ -17,7 +17,7 @@ from gateway.endpoints.responses import compaction
 from gateway.endpoints.responses.endpoint import ResponsesEndpoint
 from gateway.endpoints.responses.output import item_id, usage_of
 from gateway.endpoints.responses.store import ResponseNotFound, ResponseStore, StoredResponse
-from gateway.endpoints.responses.translate import input_items, to_messages
+from gateway.endpoints.responses.translate import input_messages
 from gateway.endpoints.responses.wire import (
     CompactionResource,
     CompactRequest,
@@ -125,7 +125,7 @@ async def compact_response(request: Request[Any, Any, Any]) -> ASGIApp:
             raise PermissionDenied(f"This API key may not use the model '{body.model}'", param="model")
         previous = endpoint.previous(body.previous_response_id, None)
         earlier = previous.history if previous else []
-        messages = [*earlier, *to_messages(input_items(body.input), earlier)]
+        messages = [*earlier, *input_messages(body.input, earlier)]
         if not messages:
             raise InvalidRequest("'input' must hold at least one item", param="input")
         compaction_id = "cmp_" + context.request_id.removeprefix("req_")

@@ -78,6 +78,15 @@ def input_items(value: str | list[dict[str, Any]] | None, where: str = "input") 
         raise _validation_error(str(error).replace("at `$", f"at `$.{where}", 1)) from None
 
 
+def input_messages(
+    value: str | list[dict[str, Any]] | None, history: list[Message], where: str = "input"
+) -> list[Message]:
+    """The chat messages for an `input`, which follows `history`."""
+    if isinstance(value, str):
+        return [Message(role="user", content=value)]  # the common case, without items
+    return to_messages(input_items(value, where), history, where)
+
+
 def to_messages(items: list[InputItem], history: list[Message], where: str = "input") -> list[Message]:
     """The chat messages for `items`, which follow `history` (to check call ids against)."""
     messages: list[Message] = []

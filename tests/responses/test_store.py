@@ -15,7 +15,7 @@ def test_the_oldest_go_first_past_the_count() -> None:
     store = ResponseStore(max_count=2, max_bytes=10_000)
     for name in "abc":
         store.put(name, entry(10))  # type: ignore[arg-type]
-    assert list(store.entries) == ["b", "c"] and store.bytes == 2 * (10 + 2)
+    assert list(store.entries) == ["b", "c"] and store.bytes == 2 * (10 + 2)  # body + "[]"
 
 
 def test_the_oldest_go_first_past_the_bytes() -> None:

@@ -82,10 +82,11 @@ class ResponsesCall:
         history = [*self.history, *history_of(output)]
         identity = self.context.identity
         owner = identity.key_id if identity is not None else None
+        entry = stored(body, history, final.model, owner)
         if self.connection is not None:
-            self.connection[self.response_id] = StoredResponse(body, history, final.model, owner, 0)
+            self.connection[self.response_id] = entry
         if self.store:
-            self._store.put(self.response_id, stored(body, history, final.model, owner))
+            self._store.put(self.response_id, entry)
         return body
 
 
@@ -109,7 +110,7 @@ class ResponsesEndpoint:
         model = body.model or (previous.model if previous else None)
         if not model:
             raise InvalidRequest("Missing required parameter: 'model'", param="model")
-        earlier = previous.history if previous else []
+        earlier = previous.history() if previous else []
         history = [*earlier, *input_messages(body.input, earlier)]
         system = [Message(role="system", content=body.instructions)] if body.instructions else []
         tools = function_tools(body.tools)

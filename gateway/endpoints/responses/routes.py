@@ -124,7 +124,7 @@ async def compact_response(request: Request[Any, Any, Any]) -> ASGIApp:
         if not may_use(context.identity, entry.id, body.model):
             raise PermissionDenied(f"This API key may not use the model '{body.model}'", param="model")
         previous = endpoint.previous(body.previous_response_id, None)
-        earlier = previous.history if previous else []
+        earlier = previous.history() if previous else []
         messages = [*earlier, *input_messages(body.input, earlier)]
         if not messages:
             raise InvalidRequest("'input' must hold at least one item", param="input")

@@ -3,7 +3,8 @@
 Each entry keeps the answer as sent (for `GET /v1/responses/{id}`) and the
 conversation up to and including it (for `previous_response_id`), as chat
 messages without the instructions: OpenAI does not carry instructions over to
-a continuation.
+a continuation. Both are kept as JSON bytes: thousands of stored messages as
+objects would make every garbage collection walk them.
 """
 
 from __future__ import annotations
@@ -17,18 +18,25 @@ from gateway.errors import GatewayError, InvalidRequest
 from gateway.protocol import Message
 
 _encode = msgspec.json.Encoder().encode
+_decode_history = msgspec.json.Decoder(list[Message]).decode
 
 
 class StoredResponse(NamedTuple):
     body: bytes  # the response resource as JSON
-    history: list[Message]
+    conversation: bytes  # list[Message] as JSON
     model: str
     owner: str | None  # the identity's key id, when a plugin authenticated the caller
-    size: int
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.conversation)
+
+    def history(self) -> list[Message]:
+        return _decode_history(self.conversation)
 
 
 def stored(body: bytes, history: list[Message], model: str, owner: str | None) -> StoredResponse:
-    return StoredResponse(body, history, model, owner, len(body) + len(_encode(history)))
+    return StoredResponse(body, _encode(history), model, owner)
 
 
 class ResponseNotFound(GatewayError):

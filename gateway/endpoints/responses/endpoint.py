@@ -20,7 +20,13 @@ from gateway.endpoints.responses.translate import (
     input_messages,
     refuse_unserved,
 )
-from gateway.endpoints.responses.wire import CreateResponse, FunctionTool, OutputItem, ResponseResource
+from gateway.endpoints.responses.wire import (
+    CreateResponse,
+    FunctionTool,
+    OutputItem,
+    ResponseResource,
+    Summary,
+)
 from gateway.errors import ErrorResponse, GatewayError, InvalidRequest
 from gateway.pipeline import Outcome, PreparedRequest
 from gateway.protocol import ChatCompletionRequest, Message
@@ -35,7 +41,7 @@ class ResponsesCall:
 
     __slots__ = (
         "_store", "body", "connection", "context", "created_at", "failed", "history", "request",
-        "response_id", "store", "summary_reasoning", "tools",
+        "response_id", "store", "summary", "summary_reasoning", "tools",
     )  # fmt: skip
     bench = False
 
@@ -55,8 +61,9 @@ class ResponsesCall:
         self.created_at = int(time.time())
         self.store = body.store is not False
         reasoning = body.reasoning
-        summary = reasoning and (reasoning.summary or reasoning.generate_summary)
-        self.summary_reasoning = bool(summary) and summary != "none"
+        summary = reasoning.summary or reasoning.generate_summary if reasoning else None
+        self.summary: Summary | None = None if summary == "none" else summary
+        self.summary_reasoning = self.summary is not None  # reasoning is reported as the summary
         self.failed = False
 
     def answer(self, prepared: PreparedRequest, outcome: Outcome) -> bytes:

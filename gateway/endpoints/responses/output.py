@@ -27,7 +27,6 @@ from gateway.endpoints.responses.wire import (
     ResponseResource,
     ResponseUsage,
     Status,
-    Summary,
     SummaryText,
     TextConfig,
     TopLogProb,
@@ -165,10 +164,7 @@ def resource(
         frequency_penalty=effective.frequency_penalty or 0.0,
         top_logprobs=body.top_logprobs or 0,
         temperature=effective.temperature if effective.temperature is not None else 1.0,
-        reasoning=ReasoningConfig(
-            reasoning.effort if reasoning else None,
-            _summary(call),
-        ),
+        reasoning=ReasoningConfig(reasoning.effort if reasoning else None, call.summary),
         usage=usage,
         max_output_tokens=body.max_output_tokens,
         max_tool_calls=body.max_tool_calls,
@@ -180,11 +176,3 @@ def resource(
         prompt_cache_key=body.prompt_cache_key,
         user=body.user,
     )
-
-
-def _summary(call: ResponsesCall) -> Summary | None:
-    reasoning = call.body.reasoning
-    if reasoning is None:
-        return None
-    summary = reasoning.summary or reasoning.generate_summary
-    return None if summary == "none" else summary

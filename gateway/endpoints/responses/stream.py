@@ -225,8 +225,9 @@ class ResponsesStreamWriter:
         return self.finish(usage_of(completion.usage))
 
     def finish(self, usage: ResponseUsage) -> bytes:
-        """The closing events, once the answer is whole."""
-        data = self._close()
+        """The closing events, once the answer is whole (after the opening ones, if no
+        chunk came to send them)."""
+        data = (b"" if self.sequence else self.start()) + self._close()
         status, incomplete = status_of(self.finish_reason)
         final = self._resource(status=status, output=self.output, usage=usage, incomplete=incomplete)
         self.call.remember(final, self.output)

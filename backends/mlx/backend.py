@@ -13,6 +13,7 @@ cancels the job.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -20,11 +21,19 @@ import msgspec
 import structlog
 from msgspec import Meta
 
+from backends.mlx.grammar import (
+    Grammar,
+    GrammarCompiler,
+    output_schema,
+    response_format_grammar,
+    tool_call_grammar,
+)
 from backends.mlx.loading import load_model, start_engine, stop_engine, weights_bytes
 from backends.mlx.tool_choice import (
-    enforce_tool_choice,
+    call_format,
+    check_tool_choice,
     forced_tool,
-    prompt_request,
+    knows_call_format,
     single_token,
 )
 from gateway.backend import (
@@ -41,6 +50,7 @@ from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, Inva
 from gateway.protocol import ChatCompletionRequest
 
 if TYPE_CHECKING:
+    from backends.mlx.constraint import Constraint
     from backends.mlx.engine import Engine
     from backends.mlx.jobs import Job, JobDone
     from backends.mlx.prompt import Prompt
@@ -98,6 +108,7 @@ class MLXBackend:
             "parallel_tool_calls",
             "enable_thinking",
             "reasoning_effort",
+            "response_format",
         }
     )
 
@@ -114,6 +125,8 @@ class MLXBackend:
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
         self._max_context: int | None = None
+        self._grammars: GrammarCompiler | None = None  # made on the first constrained request
+        self._grammars_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -136,6 +149,7 @@ class MLXBackend:
     async def unload(self) -> None:
         engine, self._engine = self._engine, None
         self._tokenizer = None
+        self._grammars = None
         if engine is None:
             return
         await asyncio.to_thread(stop_engine, engine)
@@ -147,35 +161,48 @@ class MLXBackend:
         return weights_bytes(self.spec.config.path or "", self.options.dtype) + self.prefix_cache_bytes
 
     def stats(self) -> dict[str, Any]:
-        engine = self._engine
-        return engine.stats() if engine is not None else {}
+        engine, grammars = self._engine, self._grammars
+        if engine is None:
+            return {}
+        hits, misses = (grammars.hits, grammars.misses) if grammars is not None else (0, 0)
+        return {**engine.stats(), "grammar_cache_hits": hits, "grammar_cache_misses": misses}
 
     # --- requests ---------------------------------------------------------------------
 
     def validate(self, request: ChatCompletionRequest) -> None:
         """Checks that need the loaded model; the gateway has checked field support,
         types, ranges and cross-field rules (`gateway.validation`) already."""
+        output_schema(request.response_format)  # its shape; compiling it needs a worker thread
         if self._engine is not None:
             self._logit_bias(request)
+            check_tool_choice(request, self._tokenizer)
 
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
         from backends.mlx.jobs import Job, JobDone
 
-        engine, _ = self._ready()
+        engine, tokenizer = self._ready()
+        check_tool_choice(request, tokenizer)
         forced = forced_tool(request)
-        prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced), bool(forced))
+        prompt = await asyncio.to_thread(self._build_prompt, request, bool(forced))
         if not prompt.tokens:
             raise InvalidRequest("the rendered prompt is empty", param="messages")
         max_tokens = self._token_limit(request, len(prompt.tokens))
+        constraints = await self._constraints(request, prompt, forced, options.bench)
         outputs = [
             self._choice_output(request, choice, prompt, options.bench)
             for choice in range(request.choice_count)
         ]
         params = [self._sampling(request, options.bench)] * request.choice_count
         job = Job(
-            prompt.tokens, params, outputs, max_tokens=max_tokens, eos_ids=self._eos_ids, bench=options.bench
+            prompt.tokens,
+            params,
+            outputs,
+            max_tokens=max_tokens,
+            eos_ids=self._eos_ids,
+            bench=options.bench,
+            constraints=constraints,
         )
         engine.submit(job)
         ended = False
@@ -183,8 +210,6 @@ class MLXBackend:
             while True:
                 for event in await job.queue.get():
                     if isinstance(event, GenerationChunk):
-                        if event.finish_reason is not None and forced and not options.bench:
-                            enforce_tool_choice(forced, event, outputs[event.choice].tool_calls)
                         yield event
                     elif isinstance(event, JobDone):
                         ended = True
@@ -206,6 +231,67 @@ class MLXBackend:
             raise BackendUnavailable(f"model '{self.spec.id}' is not loaded")
         return self._engine, self._tokenizer
 
+    async def _constraints(
+        self, request: ChatCompletionRequest, prompt: Prompt, forced: str | None, bench: bool
+    ) -> list[Constraint]:
+        """One matcher per choice for the grammar the request asks for (none: []),
+        compiled in a worker thread, never on the engine's."""
+        from backends.mlx.constraint import Constraint, think_end_tokens
+
+        wants_tools = bool(request.tools) and request.tool_choice != "none"
+        if output_schema(request.response_format) is None and not forced:
+            return []
+        if bench:
+            field = "tool_choice" if forced else "response_format"
+            raise InvalidRequest(
+                f"the bench endpoint bans end-of-sequence, which a grammar ({field}) needs to end; "
+                f"send {field} to /v1/chat/completions",
+                param=field,
+            )
+        compiler = await asyncio.to_thread(self._compiler)
+        grammar = self._grammar(request, prompt, forced, wants_tools, compiler)
+        matcher = await asyncio.to_thread(compiler.compile, grammar)
+        think_end = think_end_tokens(self._tokenizer, prompt.in_reasoning)
+        call_start: list[int] = []
+        if grammar.tool_calls and getattr(self._tokenizer, "tool_call_start", None):
+            call_start = self._tokenizer.encode(self._tokenizer.tool_call_start, add_special_tokens=False)
+        matchers = [matcher] + [matcher.deep_copy() for _ in range(request.choice_count - 1)]
+        return [Constraint(m, think_end=think_end, call_start=call_start) for m in matchers]
+
+    def _grammar(
+        self,
+        request: ChatCompletionRequest,
+        prompt: Prompt,
+        forced: str | None,
+        wants_tools: bool,
+        compiler: GrammarCompiler,
+    ) -> Grammar:
+        fmt = call_format(self._tokenizer, compiler.tokenizer) if wants_tools else None
+        parallel = request.parallel_tool_calls is not False
+        if forced:
+            assert fmt is not None  # check_tool_choice said so
+            return tool_call_grammar(
+                request.tools or [], forced, fmt, opened=prompt.in_tool_call, parallel=parallel
+            )
+        if fmt is not None:  # a schema'd answer, or calls
+            answer = output_schema(request.response_format)
+            return tool_call_grammar(
+                request.tools or [], "*", fmt, opened=False, parallel=parallel, answer=answer
+            )
+        grammar = response_format_grammar(request.response_format)
+        assert grammar is not None  # response_format "text" was dropped by the gateway
+        return grammar
+
+    def _compiler(self) -> GrammarCompiler:
+        """The grammar compiler (its llguidance tokenizer is built on first use)."""
+        from backends.mlx.grammar import ll_tokenizer
+
+        with self._grammars_lock:
+            if self._grammars is None:
+                engine, tokenizer = self._ready()
+                self._grammars = GrammarCompiler(ll_tokenizer(tokenizer, engine.vocab_size))
+            return self._grammars
+
     def _build_prompt(self, request: ChatCompletionRequest, open_tool_call: bool = False) -> Prompt:
         """Runs in a worker thread: template rendering and tokenizing are CPU work."""
         from backends.mlx.prompt import build_prompt
@@ -215,7 +301,7 @@ class MLXBackend:
             request,
             chat_template=self.options.chat_template,
             template_kwargs=self.options.chat_template_kwargs,
-            open_tool_call=open_tool_call,
+            open_tool_call=open_tool_call and knows_call_format(self._tokenizer),
         )
 
     def _token_limit(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:

@@ -1,0 +1,99 @@
+"""A row's grammar at decode time, and the token masks of a batch's constrained rows.
+
+Each constrained row owns an llguidance matcher (`Constraint`). A row left
+thinking by its prompt is free until its think block closes: the constraint
+watches the tokens for the closing marker and starts right after it.
+
+`BatchMasks` computes the masks of all active rows of a step together (one
+call; llguidance fills them in parallel threads) into one bitmask and unpacks it
+into a `[B, V]` boolean array; rows without an active constraint get an all-true
+row. A batch with no constrained row never gets here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+
+
+class Constraint:
+    """One row's matcher; `active` once the row's think block (if any) has closed.
+
+    `call_start` (a tool-call grammar's opening marker) also ends the free part:
+    a model may open a call from inside its think block, and the grammar then
+    takes over with the marker already written.
+    """
+
+    def __init__(
+        self, matcher: Any, *, think_end: Sequence[int] = (), call_start: Sequence[int] = ()
+    ) -> None:
+        self.matcher = matcher
+        self._think_end = tuple(think_end)
+        self._call_start = tuple(call_start) if think_end else ()
+        self._recent: tuple[int, ...] = ()
+        self.active = not self._think_end
+        self.error: str | None = None
+
+    def advance(self, token: int) -> None:
+        """Record a sampled token: the matcher consumes it, or it may end the free part."""
+        if self.error is not None:
+            return
+        if not self.active:
+            keep = max(len(self._think_end), len(self._call_start))
+            self._recent = (*self._recent, token)[-keep:]
+            if self._recent[-len(self._think_end) :] == self._think_end:
+                self.active = True
+            elif self._call_start and self._recent[-len(self._call_start) :] == self._call_start:
+                self.active = True
+                self._consume(list(self._call_start))
+            return
+        self._consume([token])
+
+    def _consume(self, tokens: list[int]) -> None:
+        for token in tokens:  # one at a time: `consume_tokens` refuses EOS once the grammar is done
+            if not self.matcher.consume_token(token):
+                self.error = self.matcher.get_error() or f"token {token} does not fit the grammar"
+                return
+
+
+def think_end_tokens(tokenizer: Any, in_reasoning: bool) -> tuple[int, ...]:
+    """The closing think marker's ids when the prompt leaves the row thinking, else ()."""
+    if not in_reasoning:
+        return ()
+    tokens = getattr(tokenizer, "think_end_tokens", None)
+    return tuple(int(t) for t in tokens) if tokens else ()
+
+
+class BatchMasks:
+    """Token masks for the constrained rows of a batch, computed together."""
+
+    def __init__(self, vocab_size: int) -> None:
+        from llguidance import LLExecutor
+
+        self.vocab_size = vocab_size
+        self.words = (vocab_size + 31) // 32
+        self._executor = LLExecutor()
+
+    def mask(self, constraints: Sequence[Constraint | None]) -> mx.array | None:
+        """`[B, V]` allowed tokens (None when no row is constrained right now)."""
+        active = [
+            (c.matcher, index)
+            for index, c in enumerate(constraints)
+            if c is not None and c.active and c.error is None
+        ]
+        if not active:
+            return None
+        from llguidance.numpy import fill_next_token_bitmask_par
+
+        bits = np.full((len(constraints), self.words), -1, dtype=np.int32)
+        fill_next_token_bitmask_par(self._executor, active, bits)
+        allowed = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size]
+        return mx.array(allowed.astype(np.bool_))
+
+
+def apply_mask(logits: mx.array, mask: mx.array | None) -> mx.array:
+    return logits if mask is None else mx.where(mask, logits, -math.inf)

@@ -30,11 +30,12 @@ from backends.mlx.grammar import (
 )
 from backends.mlx.loading import load_model, start_engine, stop_engine, weights_bytes
 from backends.mlx.tool_choice import (
+    ToolFormat,
     call_format,
     check_tool_choice,
     forced_tool,
-    knows_call_format,
     single_token,
+    tool_format,
 )
 from gateway.backend import (
     GenerationChunk,
@@ -126,6 +127,7 @@ class MLXBackend:
         self._eos_ids: frozenset[int] = frozenset()
         self._max_context: int | None = None
         self._grammars: GrammarCompiler | None = None  # made on the first constrained request
+        self._takes_tools = True  # whether the chat template shows tools (else: the generic format)
         self._grammars_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------
@@ -143,6 +145,7 @@ class MLXBackend:
             await asyncio.to_thread(engine.stop)
             raise
         self._eos_ids = frozenset(int(i) for i in self._tokenizer.eos_token_ids)
+        self._takes_tools = await asyncio.to_thread(self._template_takes_tools)
         self._max_context = self.options.max_context or trained_context
         self._engine = engine
 
@@ -175,23 +178,24 @@ class MLXBackend:
         output_schema(request.response_format)  # its shape; compiling it needs a worker thread
         if self._engine is not None:
             self._logit_bias(request)
-            check_tool_choice(request, self._tokenizer)
+            check_tool_choice(request, self._tool_format(request))
 
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
         from backends.mlx.jobs import Job, JobDone
 
-        engine, tokenizer = self._ready()
-        check_tool_choice(request, tokenizer)
+        engine, _ = self._ready()
+        fmt = self._tool_format(request)
+        check_tool_choice(request, fmt)
         forced = forced_tool(request)
-        prompt = await asyncio.to_thread(self._build_prompt, request, bool(forced))
+        prompt = await asyncio.to_thread(self._build_prompt, request, bool(forced), fmt)
         if not prompt.tokens:
             raise InvalidRequest("the rendered prompt is empty", param="messages")
         max_tokens = self._token_limit(request, len(prompt.tokens))
-        constraints = await self._constraints(request, prompt, forced, options.bench)
+        constraints = await self._constraints(request, prompt, forced, fmt, options.bench)
         outputs = [
-            self._choice_output(request, choice, prompt, options.bench)
+            self._choice_output(request, choice, prompt, options.bench, fmt)
             for choice in range(request.choice_count)
         ]
         params = [self._sampling(request, options.bench)] * request.choice_count
@@ -232,13 +236,17 @@ class MLXBackend:
         return self._engine, self._tokenizer
 
     async def _constraints(
-        self, request: ChatCompletionRequest, prompt: Prompt, forced: str | None, bench: bool
+        self,
+        request: ChatCompletionRequest,
+        prompt: Prompt,
+        forced: str | None,
+        fmt: ToolFormat | None,
+        bench: bool,
     ) -> list[Constraint]:
         """One matcher per choice for the grammar the request asks for (none: []),
         compiled in a worker thread, never on the engine's."""
         from backends.mlx.constraint import Constraint, think_end_tokens
 
-        wants_tools = bool(request.tools) and request.tool_choice != "none"
         if output_schema(request.response_format) is None and not forced:
             return []
         if bench:
@@ -249,12 +257,12 @@ class MLXBackend:
                 param=field,
             )
         compiler = await asyncio.to_thread(self._compiler)
-        grammar = self._grammar(request, prompt, forced, wants_tools, compiler)
+        grammar = self._grammar(request, prompt, forced, fmt, compiler)
         matcher = await asyncio.to_thread(compiler.compile, grammar)
         think_end = think_end_tokens(self._tokenizer, prompt.in_reasoning)
         call_start: list[int] = []
-        if grammar.tool_calls and getattr(self._tokenizer, "tool_call_start", None):
-            call_start = self._tokenizer.encode(self._tokenizer.tool_call_start, add_special_tokens=False)
+        if grammar.tool_calls and fmt is not None:
+            call_start = self._tokenizer.encode(fmt.start, add_special_tokens=False)
         matchers = [matcher] + [matcher.deep_copy() for _ in range(request.choice_count - 1)]
         return [Constraint(m, think_end=think_end, call_start=call_start) for m in matchers]
 
@@ -263,20 +271,20 @@ class MLXBackend:
         request: ChatCompletionRequest,
         prompt: Prompt,
         forced: str | None,
-        wants_tools: bool,
+        fmt: ToolFormat | None,
         compiler: GrammarCompiler,
     ) -> Grammar:
-        fmt = call_format(self._tokenizer, compiler.tokenizer) if wants_tools else None
+        calls = call_format(self._tokenizer, fmt, compiler.tokenizer) if fmt and fmt.can_force else None
         parallel = request.parallel_tool_calls is not False
         if forced:
-            assert fmt is not None  # check_tool_choice said so
+            assert calls is not None  # check_tool_choice said so
             return tool_call_grammar(
-                request.tools or [], forced, fmt, opened=prompt.in_tool_call, parallel=parallel
+                request.tools or [], forced, calls, opened=prompt.in_tool_call, parallel=parallel
             )
-        if fmt is not None:  # a schema'd answer, or calls
+        if calls is not None:  # a schema'd answer, or calls
             answer = output_schema(request.response_format)
             return tool_call_grammar(
-                request.tools or [], "*", fmt, opened=False, parallel=parallel, answer=answer
+                request.tools or [], "*", calls, opened=False, parallel=parallel, answer=answer
             )
         grammar = response_format_grammar(request.response_format)
         assert grammar is not None  # response_format "text" was dropped by the gateway
@@ -292,7 +300,24 @@ class MLXBackend:
                 self._grammars = GrammarCompiler(ll_tokenizer(tokenizer, engine.vocab_size))
             return self._grammars
 
-    def _build_prompt(self, request: ChatCompletionRequest, open_tool_call: bool = False) -> Prompt:
+    def _tool_format(self, request: ChatCompletionRequest) -> ToolFormat | None:
+        """How this request's tool calls are written and read (None: no tools in play)."""
+        if not request.tools or request.tool_choice == "none":
+            return None
+        return tool_format(self._tokenizer, generic=not self._takes_tools)
+
+    def _template_takes_tools(self) -> bool:
+        from backends.mlx.prompt import takes_tools
+
+        return takes_tools(
+            self._tokenizer,
+            chat_template=self.options.chat_template,
+            template_kwargs=self.options.chat_template_kwargs,
+        )
+
+    def _build_prompt(
+        self, request: ChatCompletionRequest, open_tool_call: bool = False, fmt: ToolFormat | None = None
+    ) -> Prompt:
         """Runs in a worker thread: template rendering and tokenizing are CPU work."""
         from backends.mlx.prompt import build_prompt
 
@@ -301,7 +326,8 @@ class MLXBackend:
             request,
             chat_template=self.options.chat_template,
             template_kwargs=self.options.chat_template_kwargs,
-            open_tool_call=open_tool_call and knows_call_format(self._tokenizer),
+            open_tool_call=open_tool_call and fmt is not None and fmt.can_force,
+            tool_format=fmt,
         )
 
     def _token_limit(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
@@ -370,7 +396,9 @@ class MLXBackend:
             top_logprobs=request.top_logprobs or 0,
         )
 
-    def _choice_output(self, request: ChatCompletionRequest, choice: int, prompt: Prompt, bench: bool) -> Any:
+    def _choice_output(
+        self, request: ChatCompletionRequest, choice: int, prompt: Prompt, bench: bool, fmt: ToolFormat | None
+    ) -> Any:
         from backends.mlx.output import ChoiceOutput
 
         return ChoiceOutput(
@@ -384,6 +412,7 @@ class MLXBackend:
             top_logprobs=request.top_logprobs or 0,
             parallel_tool_calls=request.parallel_tool_calls is not False,
             tools=request.tools,
+            tool_format=fmt,
         )
 
     def _end(self, job: Job, done: JobDone, outputs: list[Any], bench: bool) -> GenerationEnd:

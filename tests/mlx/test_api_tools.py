@@ -44,12 +44,26 @@ ZONE = {
 }
 
 
+# A ChatML template with no tool support (like SmolLM2's): it renders the same prompt
+# with and without tools, so the backend uses the generic format.
+NO_TOOLS_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 @pytest.fixture(scope="module")
 def app(scripted_model: Callable[[str], Path]) -> Any:
     greedy = {"temperature": 0.0}  # scripted models answer greedily
-    return mlx_app(
-        {name: {"backend": "mlx", "path": str(scripted_model(name)), "defaults": greedy} for name in SCRIPTED}
-    )
+    models = {
+        name: {"backend": "mlx", "path": str(scripted_model(name)), "defaults": greedy} for name in SCRIPTED
+    }
+    for name in ("tool_call", "plain"):
+        models[f"generic-{name}"] = {
+            **models[name],
+            "options": {"chat_template": NO_TOOLS_TEMPLATE},
+        }
+    return mlx_app(models)
 
 
 def rebuild_stream(stream: Any) -> tuple[dict[int, dict[str, str]], str | None]:
@@ -189,3 +203,22 @@ def test_tool_result_follow_up_turn(client: openai.OpenAI) -> None:
         model="plain", messages=messages, tools=[WEATHER], extra_body=NO_THINKING
     )
     assert completion.choices[0].message.content == "Hello there!"
+
+
+def test_a_template_without_tool_support_gets_the_generic_format(client: openai.OpenAI) -> None:
+    """The tools are described in the system message; `<tool_call>` JSON is read back
+    as a call (auto), and forced by the grammar (required/named)."""
+    auto = client.chat.completions.create(model="generic-tool_call", messages=USER, tools=[WEATHER])
+    [call] = auto.choices[0].message.tool_calls or []
+    assert (call.function.name, json.loads(call.function.arguments)) == ("get_weather", {"city": "Paris"})
+    assert auto.choices[0].finish_reason == "tool_calls"
+    strict_time = {"type": "function", "function": {**TIME["function"], "parameters": ZONE}}
+    for tool_choice in ("required", {"type": "function", "function": {"name": "get_time"}}):
+        forced = client.chat.completions.create(
+            model="generic-plain", messages=USER, tools=[strict_time], tool_choice=tool_choice,  # type: ignore[arg-type]
+            parallel_tool_calls=False,
+        )  # fmt: skip
+        [call] = forced.choices[0].message.tool_calls or []
+        assert (call.function.name, json.loads(call.function.arguments)) == ("get_time", {"zone": "CET"})
+    plain = client.chat.completions.create(model="generic-plain", messages=USER, tools=[WEATHER])
+    assert plain.choices[0].message.content == "Hello there!"

@@ -27,6 +27,7 @@ from backends.mlx.grammar import (
     output_schema,
     response_format_grammar,
     tool_call_grammar,
+    wants_strict_calls,
 )
 from backends.mlx.loading import load_model, start_engine, stop_engine, weights_bytes
 from backends.mlx.tool_choice import (
@@ -247,10 +248,11 @@ class MLXBackend:
         compiled in a worker thread, never on the engine's."""
         from backends.mlx.constraint import Constraint, think_end_tokens
 
-        if output_schema(request.response_format) is None and not forced:
+        strict_calls = fmt is not None and fmt.can_force and wants_strict_calls(request.tools)
+        if output_schema(request.response_format) is None and not forced and not strict_calls:
             return []
         if bench:
-            field = "tool_choice" if forced else "response_format"
+            field = "tool_choice" if forced else "response_format" if request.response_format else "tools"
             raise InvalidRequest(
                 f"the bench endpoint bans end-of-sequence, which a grammar ({field}) needs to end; "
                 f"send {field} to /v1/chat/completions",
@@ -263,8 +265,11 @@ class MLXBackend:
         call_start: list[int] = []
         if grammar.tool_calls and fmt is not None:
             call_start = self._tokenizer.encode(fmt.start, add_special_tokens=False)
+        until_call = not forced and output_schema(request.response_format) is None  # strict tools only
         matchers = [matcher] + [matcher.deep_copy() for _ in range(request.choice_count - 1)]
-        return [Constraint(m, think_end=think_end, call_start=call_start) for m in matchers]
+        return [
+            Constraint(m, think_end=think_end, call_start=call_start, until_call=until_call) for m in matchers
+        ]
 
     def _grammar(
         self,
@@ -281,11 +286,12 @@ class MLXBackend:
             return tool_call_grammar(
                 request.tools or [], forced, calls, opened=prompt.in_tool_call, parallel=parallel
             )
-        if calls is not None:  # a schema'd answer, or calls
-            answer = output_schema(request.response_format)
+        answer = output_schema(request.response_format)
+        if calls is not None:  # a schema'd answer or calls; or (no answer schema) strict calls
             return tool_call_grammar(
-                request.tools or [], "*", calls, opened=False, parallel=parallel, answer=answer
-            )
+                request.tools or [], "*", calls, opened=False, parallel=parallel, answer=answer,
+                strict_only=answer is None,
+            )  # fmt: skip
         grammar = response_format_grammar(request.response_format)
         assert grammar is not None  # response_format "text" was dropped by the gateway
         return grammar

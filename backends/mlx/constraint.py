@@ -21,21 +21,30 @@ import numpy as np
 
 
 class Constraint:
-    """One row's matcher; `active` once the row's think block (if any) has closed.
+    """One row's matcher and when it starts to apply.
 
-    `call_start` (a tool-call grammar's opening marker) also ends the free part:
-    a model may open a call from inside its think block, and the grammar then
-    takes over with the marker already written.
+    It applies from the first token, or, for a row its prompt left thinking, once
+    the think block closes. `call_start` (a tool-call grammar's opening marker)
+    also ends the free part: a model may open a call from inside its think block,
+    and the grammar then takes over with the marker already written. With
+    `until_call` the row is free until it opens a call (`tool_choice: auto` with
+    strict tools: only the calls are constrained).
     """
 
     def __init__(
-        self, matcher: Any, *, think_end: Sequence[int] = (), call_start: Sequence[int] = ()
+        self,
+        matcher: Any,
+        *,
+        think_end: Sequence[int] = (),
+        call_start: Sequence[int] = (),
+        until_call: bool = False,
     ) -> None:
         self.matcher = matcher
-        self._think_end = tuple(think_end)
-        self._call_start = tuple(call_start) if think_end else ()
+        self._think_end = () if until_call else tuple(think_end)
+        free = bool(self._think_end) or until_call
+        self._call_start = tuple(call_start) if free else ()
         self._recent: tuple[int, ...] = ()
-        self.active = not self._think_end
+        self.active = not free
         self.error: str | None = None
 
     def advance(self, token: int) -> None:
@@ -45,7 +54,7 @@ class Constraint:
         if not self.active:
             keep = max(len(self._think_end), len(self._call_start))
             self._recent = (*self._recent, token)[-keep:]
-            if self._recent[-len(self._think_end) :] == self._think_end:
+            if self._think_end and self._recent[-len(self._think_end) :] == self._think_end:
                 self.active = True
             elif self._call_start and self._recent[-len(self._call_start) :] == self._call_start:
                 self.active = True

@@ -128,11 +128,14 @@ def tool_call_grammar(
     opened: bool,
     parallel: bool,
     answer: dict[str, Any] | None = None,
+    strict_only: bool = False,
 ) -> Grammar:
     """One call (or, with `parallel`, one or more) to `forced` ("*": any tool), each
     call's arguments matching the tool's `parameters`. `opened`: the prompt already
     wrote the first call's start marker. `answer`: the JSON Schema of an answer the
-    model may give instead of calls (`response_format` beside `tool_choice: auto`)."""
+    model may give instead of calls (`response_format` beside `tool_choice: auto`).
+    `strict_only`: only tools marked `strict: true` get their `parameters` enforced;
+    the others' arguments are any JSON object."""
     from llguidance import LLMatcher
 
     chosen = [tool["function"] for tool in tools if forced in ("*", tool["function"]["name"])]
@@ -141,7 +144,7 @@ def tool_call_grammar(
             "type": "object",
             "properties": {
                 "name": {"const": function["name"]},
-                "arguments": function.get("parameters") or {"type": "object"},
+                "arguments": _arguments_schema(function, strict_only),
             },
             "required": ["name", "arguments"],
             "additionalProperties": False,
@@ -149,7 +152,7 @@ def tool_call_grammar(
         for function in chosen
     ]
     body: dict[str, Any] = bodies[0] if len(bodies) == 1 else {"anyOf": bodies}
-    definitions = _hoisted_definitions([function.get("parameters") or {} for function in chosen])
+    definitions = _hoisted_definitions([_arguments_schema(function, strict_only) for function in chosen])
     if definitions:  # `#/$defs/...` in parameters now resolves against the call's schema
         body = {**body, "$defs": definitions}
     start = _literal(call_format.start, call_format.start_id)
@@ -165,6 +168,17 @@ def tool_call_grammar(
         lines.append(f"answer: %json {_json_rule(answer)}")
     text = LLMatcher.grammar_from_lark("\n".join(lines))
     return Grammar(text, "tools" if answer is None else SCHEMA_PARAM, tool_calls=True)
+
+
+def _arguments_schema(function: dict[str, Any], strict_only: bool) -> dict[str, Any]:
+    if strict_only and function.get("strict") is not True:
+        return {"type": "object"}
+    return function.get("parameters") or {"type": "object"}
+
+
+def wants_strict_calls(tools: Sequence[dict[str, Any]] | None) -> bool:
+    """Whether any tool asks for its arguments to be enforced (`strict: true`)."""
+    return any((tool.get("function") or {}).get("strict") is True for tool in tools or ())
 
 
 def _hoisted_definitions(schemas: list[dict[str, Any]]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ pytest.importorskip("mlx.core")
 from tests.support.apps import mlx_app
 from tests.support.mlx_models import CALL_PARIS
 
-SCRIPTED = ("plain", "tool_call", "two_tool_calls", "call_without_marker")
+SCRIPTED = ("plain", "tool_call", "two_tool_calls", "call_without_marker", "text_then_tool_call")
 USER = [{"role": "user", "content": "Hi!"}]
 NO_THINKING = {"enable_thinking": False}
 WEATHER = {
@@ -222,3 +222,28 @@ def test_a_template_without_tool_support_gets_the_generic_format(client: openai.
         assert (call.function.name, json.loads(call.function.arguments)) == ("get_time", {"zone": "CET"})
     plain = client.chat.completions.create(model="generic-plain", messages=USER, tools=[WEATHER])
     assert plain.choices[0].message.content == "Hello there!"
+
+
+def test_auto_with_a_strict_tool_constrains_the_call_once_opened(client: openai.OpenAI) -> None:
+    """The model's own call lacks `unit`: a strict tool's schema makes it add one;
+    the text before the call stays the model's."""
+    unit = {"unit": {"enum": ["celsius", "kelvin"]}}
+    parameters = {
+        "type": "object",
+        "properties": {"city": {"enum": ["Paris", "Rome"]}, **unit},
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    }
+    loose = {"type": "function", "function": {"name": "get_weather", "parameters": parameters}}
+    strict = {"type": "function", "function": {**loose["function"], "strict": True}}
+    chat = client.chat.completions
+    free = chat.create(model="text_then_tool_call", messages=USER, tools=[loose], extra_body=NO_THINKING)
+    assert json.loads(free.choices[0].message.tool_calls[0].function.arguments) == {"city": "Paris"}
+    bound = chat.create(model="text_then_tool_call", messages=USER, tools=[strict], extra_body=NO_THINKING)
+    message = bound.choices[0].message
+    assert message.content == "Let me check."
+    [call] = message.tool_calls or []
+    assert (call.function.name, json.loads(call.function.arguments)) == (
+        "get_weather",
+        {"city": "Paris", "unit": "celsius"},
+    )

@@ -15,9 +15,10 @@ are read back, so Python's per-token work overlaps the model's.
 
 Rows with a grammar (`Row.constraint`) need their previous token before the
 next token's mask exists, so a batch holding one starts the next forward pass
-first, then reads the previous tokens back, lets the matchers consume them and
-computes the masks (llguidance, on the CPU) while the forward pass runs, and
-only then samples from the masked logits. Masking happens before sampling, so
+first, then reads the previous tokens back and lets the matchers consume them;
+the engine feeds the tokens out, and `finish_step` computes the masks
+(llguidance, on the CPU) and samples from the masked logits: both happen while
+the forward pass runs. Masking happens before sampling, so
 logprobs report the constrained distribution. Batches without a constrained
 row take the plain path and pay nothing.
 """
@@ -157,6 +158,7 @@ class DecodeBatch:
         self.tokens: mx.array | None = None  # sampled, neither emitted nor fed yet
         self.parts: list[LogprobPart] = []  # logprobs of `tokens`
         self.constrained = 0  # rows with a grammar
+        self._logits: mx.array | None = None  # a constrained step's, not yet sampled
         self.steps = 0
 
     def __len__(self) -> int:
@@ -197,7 +199,10 @@ class DecodeBatch:
             for layer in self.cache:
                 layer.filter(index)
         self.sampler.filter(keep)
-        self.tokens = self.tokens[index]
+        if self._logits is not None:  # between `step` and `finish_step`
+            self._logits = self._logits[index]
+        else:
+            self.tokens = self.tokens[index]
         self.rows = [self.rows[i] for i in keep]
         self.constrained = sum(row.constraint is not None for row in self.rows)
 
@@ -215,6 +220,9 @@ class DecodeBatch:
         """Start the next token of every row; return the previous one, read back.
 
         Returns the rows, their tokens, and logprob extras for rows that asked.
+        A batch with constrained rows only starts the forward pass here; the
+        engine calls `finish_step` once it has fed the tokens out (and dropped
+        finished rows), so the masks and that work both overlap the forward pass.
         """
         rows, pending, parts = self.rows, self.tokens, self.parts
         self.peak = max(self.peak, (len(rows), self.constrained))
@@ -225,12 +233,9 @@ class DecodeBatch:
             for row, token in zip(rows, tokens):
                 if row.constraint is not None:
                     row.constraint.advance(token)
-            assert self.masks is not None, "a constrained row joined without the engine's masks"
-            logits = apply_mask(logits, self.masks.mask([row.constraint for row in rows]))
-        sampled = self.sampler.sample(logits)
-        mx.async_eval(*sampled.arrays())
-        self.tokens = sampled.tokens
-        self.parts = _parts(rows, sampled)
+            self._logits = logits
+        else:
+            self._sample(logits)
         self.steps += 1
         if self.steps % 256 == 0:
             mx.clear_cache()
@@ -240,3 +245,17 @@ class DecodeBatch:
         for part in parts:
             part.read(extras)
         return rows, tokens, extras
+
+    def finish_step(self) -> None:
+        """Sample the tokens `step` left to sample: masked by the rows' grammars."""
+        logits, self._logits = self._logits, None
+        if logits is None or not self.rows:
+            return
+        assert self.masks is not None, "a constrained row joined without the engine's masks"
+        self._sample(apply_mask(logits, self.masks.mask([row.constraint for row in self.rows])))
+
+    def _sample(self, logits: mx.array) -> None:
+        sampled = self.sampler.sample(logits)
+        mx.async_eval(*sampled.arrays())
+        self.tokens = sampled.tokens
+        self.parts = _parts(self.rows, sampled)

@@ -219,14 +219,14 @@ class Engine:
         if len(batch):
             try:
                 rows, tokens, extras = batch.step()
+                finished = self._emit(rows, tokens, extras)
+                if finished:
+                    batch.remove(finished)
+                batch.finish_step()  # constrained rows: masks and sampling, after the output work
             except Exception as error:  # the batch's state is unknown now: start afresh
                 log.exception("decode step failed")
                 self._fail_rows(list(batch.rows), error)
                 self._batch = self._new_batch()
-                return
-            finished = self._emit(rows, tokens, extras)
-            if finished:
-                batch.remove(finished)
 
     def _prefill_step(self) -> None:
         """Run one chunk of the current prefill, starting the next waiting one if it fits."""

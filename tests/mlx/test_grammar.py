@@ -165,3 +165,24 @@ def test_apply_mask_leaves_allowed_logits_alone() -> None:
     masked = apply_mask(logits, mx.array([[True, False, True]]))
     assert masked.tolist() == [[1.0, float("-inf"), 3.0]]
     assert apply_mask(logits, None) is logits
+
+
+def test_a_call_format_the_grammar_cannot_write_is_a_400_naming_tool_choice() -> None:
+    from backends.mlx.tool_choice import ToolFormat, check_tool_choice
+    from tests.mlx.test_prompt import WEATHER_TOOL, request, user
+
+    def mistral_parser(text: str, tools: Any = None) -> Any:
+        return None
+
+    mistral_parser.__module__ = "mlx_lm.tool_parsers.mistral"
+    mistral = ToolFormat("[TOOL_CALLS]", "", mistral_parser)
+    auto = request(user(), tools=[WEATHER_TOOL])
+    check_tool_choice(auto, mistral)  # nothing to force
+    check_tool_choice(auto, None)
+    for tool_choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        forced = request(user(), tools=[WEATHER_TOOL], tool_choice=tool_choice)
+        with pytest.raises(InvalidRequest) as caught:
+            check_tool_choice(forced, mistral)
+        assert caught.value.param == "tool_choice" and "(mistral)" in caught.value.message
+        with pytest.raises(InvalidRequest):
+            check_tool_choice(forced, None)

@@ -7,7 +7,8 @@ watches the tokens for the closing marker and starts right after it.
 `BatchMasks` computes the masks of all active rows of a step together (one
 call; llguidance fills them in parallel threads) into one bitmask and unpacks it
 into a `[B, V]` boolean array; rows without an active constraint get an all-true
-row. A batch with no constrained row never gets here.
+row. The bits are unpacked by MLX, in the step's graph. A batch with no
+constrained row never gets here.
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class BatchMasks:
         self.vocab_size = vocab_size
         self.words = (vocab_size + 31) // 32
         self._executor = LLExecutor()
+        self._shifts = mx.arange(32, dtype=mx.int32)
 
     def mask(self, constraints: Sequence[Constraint | None]) -> mx.array | None:
         """`[B, V]` allowed tokens (None when no row is constrained right now)."""
@@ -96,12 +98,17 @@ class BatchMasks:
         ]
         if not active:
             return None
-        from llguidance.numpy import fill_next_token_bitmask_par
+        from llguidance.numpy import fill_next_token_bitmask, fill_next_token_bitmask_par
 
         bits = np.full((len(constraints), self.words), -1, dtype=np.int32)
-        fill_next_token_bitmask_par(self._executor, active, bits)
-        allowed = np.unpackbits(bits.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size]
-        return mx.array(allowed.astype(np.bool_))
+        if len(active) == 1:  # no thread pool for a lone row
+            fill_next_token_bitmask(active[0][0], bits, active[0][1])
+        else:
+            fill_next_token_bitmask_par(self._executor, active, bits)
+        # unpacked by MLX, lazily: bit b of word w is token 32 * w + b
+        words = mx.array(bits)[:, :, None]
+        allowed = mx.right_shift(words, self._shifts) & 1
+        return allowed.reshape(len(constraints), -1)[:, : self.vocab_size] != 0
 
 
 def apply_mask(logits: mx.array, mask: mx.array | None) -> mx.array:

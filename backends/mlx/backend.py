@@ -21,23 +21,9 @@ import msgspec
 import structlog
 from msgspec import Meta
 
-from backends.mlx.grammar import (
-    Grammar,
-    GrammarCompiler,
-    output_schema,
-    response_format_grammar,
-    tool_call_grammar,
-    wants_strict_calls,
-)
+from backends.mlx.grammar import GrammarCompiler, output_schema
 from backends.mlx.loading import load_model, start_engine, stop_engine, weights_bytes
-from backends.mlx.tool_choice import (
-    ToolFormat,
-    call_format,
-    check_tool_choice,
-    forced_tool,
-    single_token,
-    tool_format,
-)
+from backends.mlx.tool_choice import ToolFormat, check_tool_choice, forced_tool, single_token, tool_format
 from gateway.backend import (
     GenerationChunk,
     GenerationEnd,
@@ -194,7 +180,7 @@ class MLXBackend:
         if not prompt.tokens:
             raise InvalidRequest("the rendered prompt is empty", param="messages")
         max_tokens = self._token_limit(request, len(prompt.tokens))
-        constraints = await self._constraints(request, prompt, forced, fmt, options.bench)
+        constraints = await self._constraints(request, prompt, fmt, options.bench)
         outputs = [
             self._choice_output(request, choice, prompt, options.bench, fmt)
             for choice in range(request.choice_count)
@@ -237,64 +223,25 @@ class MLXBackend:
         return self._engine, self._tokenizer
 
     async def _constraints(
-        self,
-        request: ChatCompletionRequest,
-        prompt: Prompt,
-        forced: str | None,
-        fmt: ToolFormat | None,
-        bench: bool,
+        self, request: ChatCompletionRequest, prompt: Prompt, fmt: ToolFormat | None, bench: bool
     ) -> list[Constraint]:
-        """One matcher per choice for the grammar the request asks for (none: []),
-        compiled in a worker thread, never on the engine's."""
-        from backends.mlx.constraint import Constraint, think_end_tokens
+        """One constraint per choice for the grammar the request asks for (none: []),
+        compiled in a worker thread, never on the engine's (`request_grammar`)."""
+        from backends.mlx.request_grammar import grammar_field, request_grammar, row_constraints
 
-        strict_calls = fmt is not None and fmt.can_force and wants_strict_calls(request.tools)
-        if output_schema(request.response_format) is None and not forced and not strict_calls:
+        field = grammar_field(request, fmt)
+        if field is None:
             return []
         if bench:
-            field = "tool_choice" if forced else "response_format" if request.response_format else "tools"
             raise InvalidRequest(
                 f"the bench endpoint bans end-of-sequence, which a grammar ({field}) needs to end; "
                 f"send {field} to /v1/chat/completions",
                 param=field,
             )
         compiler = await asyncio.to_thread(self._compiler)
-        grammar = self._grammar(request, prompt, forced, fmt, compiler)
+        grammar = request_grammar(request, prompt, fmt, self._tokenizer, compiler)
         matcher = await asyncio.to_thread(compiler.compile, grammar)
-        think_end = think_end_tokens(self._tokenizer, prompt.in_reasoning)
-        call_start: list[int] = []
-        if grammar.tool_calls and fmt is not None:
-            call_start = self._tokenizer.encode(fmt.start, add_special_tokens=False)
-        until_call = not forced and output_schema(request.response_format) is None  # strict tools only
-        matchers = [matcher] + [matcher.deep_copy() for _ in range(request.choice_count - 1)]
-        return [
-            Constraint(m, think_end=think_end, call_start=call_start, until_call=until_call) for m in matchers
-        ]
-
-    def _grammar(
-        self,
-        request: ChatCompletionRequest,
-        prompt: Prompt,
-        forced: str | None,
-        fmt: ToolFormat | None,
-        compiler: GrammarCompiler,
-    ) -> Grammar:
-        calls = call_format(self._tokenizer, fmt, compiler.tokenizer) if fmt and fmt.can_force else None
-        parallel = request.parallel_tool_calls is not False
-        if forced:
-            assert calls is not None  # check_tool_choice said so
-            return tool_call_grammar(
-                request.tools or [], forced, calls, opened=prompt.in_tool_call, parallel=parallel
-            )
-        answer = output_schema(request.response_format)
-        if calls is not None:  # a schema'd answer or calls; or (no answer schema) strict calls
-            return tool_call_grammar(
-                request.tools or [], "*", calls, opened=False, parallel=parallel, answer=answer,
-                strict_only=answer is None,
-            )  # fmt: skip
-        grammar = response_format_grammar(request.response_format)
-        assert grammar is not None  # response_format "text" was dropped by the gateway
-        return grammar
+        return row_constraints(request, prompt, fmt, grammar, matcher, self._tokenizer)
 
     def _compiler(self) -> GrammarCompiler:
         """The grammar compiler (its llguidance tokenizer is built on first use)."""

@@ -250,10 +250,13 @@ def test_stop_strings_still_cut_constrained_output(client: openai.OpenAI) -> Non
     ],
 )  # fmt: skip
 def test_bad_schemas_are_400s(client: openai.OpenAI, response_format: Any, param: str, reason: str) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tiny", messages=USER, response_format=response_format)
-    assert caught.value.body["param"] == param
-    assert reason in caught.value.body["message"]
+    for stream in (False, True):  # streamed too: a 400 before the stream starts
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="tiny", messages=USER, response_format=response_format, stream=stream
+            )
+        assert caught.value.body["param"] == param
+        assert reason in caught.value.body["message"]
 
 
 def test_bench_refuses_a_grammar(server: str) -> None:

@@ -238,7 +238,14 @@ class MLXBackend:
                 f"send {field} to /v1/chat/completions",
                 param=field,
             )
-        compiler = await asyncio.to_thread(self._compiler)
+        try:
+            compiler = await asyncio.to_thread(self._compiler)
+        except ValueError as error:  # llguidance takes fast (Rust) tokenizers only
+            raise InvalidRequest(
+                f"{field} needs grammar-constrained decoding, which this model's tokenizer does not "
+                f"allow: {error}",
+                param=field,
+            ) from None
         grammar = request_grammar(request, prompt, fmt, self._tokenizer, compiler)
         matcher = await asyncio.to_thread(compiler.compile, grammar)
         return row_constraints(request, prompt, fmt, grammar, matcher, self._tokenizer)

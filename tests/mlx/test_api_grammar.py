@@ -324,13 +324,13 @@ def test_a_model_that_would_not_call_is_made_to(client: openai.OpenAI) -> None:
 
 
 def _schema(i: int) -> dict[str, Any]:
-    """Eight different schemas, each over sixty tokens long (so that every row is still
+    """Eight different schemas, each over a hundred tokens long (so that every row is still
     running when the last request of the crowd joins)."""
     words = [f"w{i}{j}" for j in range(3)]
     return {
         "type": "object",
         "properties": {
-            f"list{i}": {"type": "array", "items": {"enum": words}, "minItems": 20 + i, "maxItems": 30}
+            f"list{i}": {"type": "array", "items": {"enum": words}, "minItems": 40 + i, "maxItems": 60}
         },
         "required": [f"list{i}"],
         "additionalProperties": False,
@@ -339,12 +339,12 @@ def _schema(i: int) -> dict[str, Any]:
 
 def test_constrained_and_free_requests_share_one_batch(app: Any, server: str) -> None:
     constrained = [
-        {"model": "crowd", "messages": USER, "seed": 100 + i, "max_tokens": 300, "enable_thinking": False,
+        {"model": "crowd", "messages": USER, "seed": 100 + i, "max_tokens": 600, "enable_thinking": False,
          "response_format": json_schema(_schema(i), f"s{i}")}
         for i in range(8)
     ]  # fmt: skip
     free = [
-        {"model": "crowd", "messages": [{"role": "user", "content": f"Other {i}"}], "max_tokens": 120,
+        {"model": "crowd", "messages": [{"role": "user", "content": f"Other {i}"}], "max_tokens": 240,
          "seed": i, "enable_thinking": False}
         for i in range(8)
     ]  # fmt: skip

@@ -20,6 +20,7 @@ SECTIONS = {
     "decode": "bench.mlx_decode",
     "serving": "bench.serving",
     "load": "bench.model_load",
+    "grammar": "bench.grammar",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

@@ -218,8 +218,8 @@ class MLXBackend:
     async def count_tokens(self, request: ChatCompletionRequest) -> int:
         """The rendered prompt's length: the tokens `generate` would prefill."""
         self._ready()
-        forced = forced_tool(request)
-        prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced), bool(forced))
+        fmt = self._tool_format(request)
+        prompt = await asyncio.to_thread(self._build_prompt, request, bool(forced_tool(request)), fmt)
         return len(prompt.tokens)
 
     # --- helpers ----------------------------------------------------------------------

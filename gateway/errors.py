@@ -104,6 +104,17 @@ class BackendUnavailable(GatewayError):
     code = "model_unavailable"
 
 
+class ModelLoadFailed(BackendUnavailable):
+    """A load that will fail the same way again (nothing at the path, no network and no
+    cached copy, a file we cannot serve): `x-should-retry: false` keeps the official
+    clients from retrying it."""
+
+    code = "model_load_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
+
+
 class BackendFailed(GatewayError):
     status_code = 500
     error_type = "server_error"

@@ -1,8 +1,10 @@
 """Loading and unloading an MLX model: the engine thread's side.
 
 `start_engine` preloads the fast BLAS before anything imports mlx, then starts
-the engine thread; `load_model` runs on that thread; `stop_engine` detaches the
+the engine thread; `load_model` runs on that thread (a GGUF file through
+`backends.mlx.gguf`, anything else through mlx-lm); `stop_engine` detaches the
 model and gives its memory back. `weights_bytes` is the budget estimate.
+A load that would fail the same way on a retry raises `ModelLoadFailed`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.backend import ModelSpec
-from gateway.errors import BackendUnavailable
+from backends.mlx.gguf import GGUFError, estimate_bytes, is_gguf
+from backends.mlx.gguf_tokenizer import TokenizerError
+from backends.mlx.model_source import ModelSourceError, is_local, resolve
+from gateway import ModelLoadFailed, ModelSpec
 
 if TYPE_CHECKING:
     from backends.mlx.backend import MLXOptions
@@ -26,7 +30,13 @@ log = structlog.get_logger("backends.mlx")
 
 
 def weights_bytes(path: str, dtype: str | None) -> int:
-    directory = Path(path)
+    """Bytes the weights take once loaded (0 when they are not on this machine yet)."""
+    try:
+        directory = Path(resolve(path, fetch=False))
+    except ModelSourceError:
+        return 0
+    if directory.is_file() and is_gguf(directory):
+        return estimate_bytes(directory, dtype)
     if not directory.is_dir():
         return 0
     size = sum(file.stat().st_size for file in directory.glob("*.safetensors"))
@@ -66,12 +76,23 @@ def load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> tuple[An
     from mlx_lm import load
 
     started = time.perf_counter()
-    path = spec.config.path or ""
-    if path.startswith(("/", ".", "~")) and not Path(path).expanduser().is_dir():
-        raise BackendUnavailable(f"model '{spec.id}': no model directory at '{path}'")
-    model, tokenizer = load(str(Path(path).expanduser()) if path.startswith("~") else path)
-    if options.dtype is not None:
-        model.set_dtype(getattr(mx, options.dtype))
+    configured = spec.config.path or ""
+    try:
+        path = resolve(configured)
+        if is_local(configured) and not Path(path).exists():
+            raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
+        if is_gguf(path):
+            from backends.mlx.gguf import load_gguf
+
+            model, tokenizer = load_gguf(Path(path), options.dtype)
+        else:
+            model, tokenizer = load(path)
+            if options.dtype is not None:
+                model.set_dtype(getattr(mx, options.dtype))
+    except (ModelSourceError, GGUFError, TokenizerError) as error:
+        raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
+    except FileNotFoundError as error:  # the hub's "not cached, and offline" (LocalEntryNotFoundError)
+        raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
     engine.attach(model)
     log.info(
         "mlx model loaded",

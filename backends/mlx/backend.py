@@ -37,7 +37,7 @@ from gateway.backend import (
     TokenUsage,
 )
 from gateway.config import ConfigError, parse_bytes
-from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest
+from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest, ModelLoadFailed
 from gateway.protocol import ChatCompletionRequest
 
 if TYPE_CHECKING:
@@ -139,6 +139,17 @@ class MLXBackend:
         if engine is None:
             return
         await asyncio.to_thread(stop_engine, engine)
+
+    def pull(self) -> str:
+        """Fetch the model's files ahead of its first load (`gateway pull`), with the
+        downloader's own progress on stderr; the local path they are at."""
+        from backends.mlx.loading import pull_files
+        from backends.mlx.model_source import ModelSourceError
+
+        try:
+            return pull_files(self.spec.config.path or "")
+        except ModelSourceError as error:
+            raise ModelLoadFailed(f"model '{self.spec.id}': {error}") from None
 
     def memory_estimate(self) -> int:
         """Bytes the model will take: its weights' files, scaled when `dtype` casts

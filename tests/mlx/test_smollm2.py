@@ -149,3 +149,15 @@ def test_ollama_store_serves_smollm2(
         missing = httpx.post(f"{base_url}/v1/chat/completions", json={"model": "absent", "messages": CAPITAL})
     assert missing.status_code == 503 and missing.headers["x-should-retry"] == "false"
     assert "Ollama model 'llama3.2:latest' is not in the store" in missing.json()["error"]["message"]
+
+
+def test_gateway_pull_uses_the_cached_copy(gguf_path: Path) -> None:
+    """`make serve` runs `gateway pull smollm2` against the default config."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "gateway.cli", "pull", "--config", str(root / "config.toml"), "smollm2"]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"SmolLM2-135M-Instruct: {gguf_path}"

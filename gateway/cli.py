@@ -6,19 +6,25 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config, missing_local_paths
 
 DEFAULT_CONFIG = "config.toml"
 
 
 def _load(path: str) -> GatewayConfig:
+    """The config, with its directory importable: `plugins.modules` may sit next to it."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    directory = str(Path(path).resolve().parent)
+    if directory not in sys.path:
+        sys.path.append(directory)  # after the installed packages: a stray json.py cannot shadow them
+    return config
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -79,6 +85,11 @@ def check_config(args: argparse.Namespace) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    problems = missing_local_paths(config)
+    for problem in problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
     print(f"{args.path}: ok ({len(config.models)} models)")
 
 

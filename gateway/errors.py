@@ -85,8 +85,9 @@ class ModelNotFound(GatewayError):
     error_type = "invalid_request_error"
     code = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist", param="model")
+    def __init__(self, model: str, served: list[str] | None = None) -> None:
+        listed = f"; this gateway serves: {', '.join(served)}" if served else ""
+        super().__init__(f"The model '{model}' does not exist{listed}", param="model")
 
 
 class RateLimited(GatewayError):

@@ -71,6 +71,12 @@ class Lease:
             asyncio.ensure_future(self.registry.unload(self.entry))
 
 
+def served_name(entry: ModelEntry) -> str:
+    """`id (aliases: a, b)`, as error messages list a model."""
+    aliases = entry.config.aliases
+    return f"{entry.id} (aliases: {', '.join(aliases)})" if aliases else entry.id
+
+
 def _admission(config: ModelConfig) -> Admission:
     return Admission(config.max_concurrency, config.max_queue, config.queue_timeout_s)
 
@@ -85,11 +91,13 @@ class BackendRegistry:
 
     # --- lookup ------------------------------------------------------------------------
 
-    def resolve(self, name: str) -> ModelEntry:
-        """The entry for a model id or alias; 404 `model_not_found` otherwise."""
+    def resolve(self, name: str, visible: Callable[[ModelEntry], bool] | None = None) -> ModelEntry:
+        """The entry for a model id or alias; 404 `model_not_found` otherwise, naming the
+        models served (those `visible` lets the caller see: its key's models)."""
         model_id = self.names.get(name)
         if model_id is None:
-            raise ModelNotFound(name)
+            shown = [entry for entry in self.entries.values() if visible is None or visible(entry)]
+            raise ModelNotFound(name, [served_name(entry) for entry in shown])
         return self.entries[model_id]
 
     def factory(self, entry: ModelEntry) -> BackendFactory:

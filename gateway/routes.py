@@ -192,7 +192,8 @@ async def _models(request: Request[Any, Any, Any], name: str | None) -> Response
             entries = _registry(request).entries.values()
             answer: Any = ModelList(data=[model_card(e) for e in entries if _allowed(e, context)])
         else:
-            entry = _registry(request).resolve(name)
+            # issue 14: a 404 lists the served models this caller may use
+            entry = _registry(request).resolve(name, lambda e: _allowed(e, context))
             if not _allowed(entry, context):
                 raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
             answer = model_card(entry)

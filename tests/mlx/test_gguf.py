@@ -199,3 +199,22 @@ def test_gguf_writer_metadata_round_trips(tiny_llama_path: Path, tmp_path: Path)
     config = json.loads((tiny_llama_path / "config.json").read_text())
     assert native and metadata["llama.block_count"] == config["num_hidden_layers"]
     assert len(metadata["tokenizer.ggml.tokens"]) == config["vocab_size"]
+
+
+def test_a_hub_model_offline_and_uncached_is_not_retried_by_the_sdk(tmp_path: Path) -> None:
+    import openai
+
+    models = {"hub": {"backend": "mlx", "path": "mlx-community/not-cached-anywhere-4bit"}}
+    sent: list[httpx.Request] = []
+    with running_server(mlx_app(models)) as base_url:
+        client = openai.OpenAI(
+            base_url=f"{base_url}/v1",
+            api_key="unused",
+            max_retries=2,
+            http_client=httpx.Client(event_hooks={"request": [sent.append]}),
+        )
+        with pytest.raises(openai.InternalServerError) as raised:
+            client.chat.completions.create(model="hub", messages=[{"role": "user", "content": "Hi"}])
+    assert raised.value.status_code == 503 and raised.value.code == "model_load_failed"
+    assert raised.value.response.headers["x-should-retry"] == "false"
+    assert len(sent) == 1  # without the header the client would have tried three times

@@ -20,7 +20,7 @@ install: $(STAMP)
 
 serve: $(STAMP)
 	$(if $(PULL),-$(VENV)/bin/gateway pull --config $(CONFIG) $(PULL))
-	$(VENV)/bin/gateway serve --config $(CONFIG)
+	$(VENV)/bin/gateway serve --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

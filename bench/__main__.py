@@ -17,6 +17,7 @@ SECTIONS = {
     "overhead": "bench.gateway_overhead",
     "upstream": "bench.upstream_latency",
     "decode": "bench.mlx_decode",
+    "smollm2": "bench.smollm2_decode",
     "serving": "bench.serving",
     "load": "bench.model_load",
 }

@@ -35,11 +35,18 @@ def build_models() -> dict[str, Path]:
 
 
 def raw_decode_tps(model_dir: Path, tokens: int, rounds: int) -> float:
+    import mlx_lm
+
+    model, tokenizer = mlx_lm.load(str(model_dir))
+    return raw_model_tps(model, tokenizer, tokens, rounds)
+
+
+def raw_model_tps(model: Any, tokenizer: Any, tokens: int, rounds: int) -> float:
+    """Median decode tok/s of `mlx_lm.stream_generate` on a loaded model (EOS banned)."""
     import mlx.core as mx
     import mlx_lm
     from mlx_lm.sample_utils import make_logits_processors
 
-    model, tokenizer = mlx_lm.load(str(model_dir))
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
     ban_eos = make_logits_processors(logit_bias={token: -1e9 for token in tokenizer.eos_token_ids})
     speeds = []
@@ -62,8 +69,12 @@ def raw_decode_tps(model_dir: Path, tokens: int, rounds: int) -> float:
     return statistics.median(speeds[1:])
 
 
-def gateway_decode_tps(model_dir: Path, tokens: int, rounds: int) -> float:
+def gateway_decode_tps(model_dir: Path, tokens: int, rounds: int, options: str = "") -> float:
+    """Median decode tok/s streamed through `gateway serve`; `options` is TOML for the
+    model's options table, e.g. `dtype = "float32"`."""
     config = f'[models.m]\nbackend = "mlx"\npath = "{model_dir}"\npreload = true\n'
+    if options:
+        config += f"\n[models.m.options]\n{options}\n"
     body: dict[str, Any] = {
         "model": "m",
         "messages": [{"role": "user", "content": PROMPT}],

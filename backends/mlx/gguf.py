@@ -169,8 +169,7 @@ def model_args(metadata: dict[str, Any], architecture: str, *, tied: bool) -> di
         }
     except TypeError:
         raise GGUFError(f"GGUF metadata lacks the {architecture}.* hyper-parameters") from None
-    if get("attention.key_length") is not None:
-        args["head_dim"] = int(get("attention.key_length"))
+    args["head_dim"] = int(get("attention.key_length", args["hidden_size"] // heads))
     if get("rope.scaling.type") == "linear":
         args["rope_scaling"] = {"type": "linear", "factor": float(get("rope.scaling.factor", 1.0))}
     return args

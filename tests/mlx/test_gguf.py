@@ -218,3 +218,16 @@ def test_a_hub_model_offline_and_uncached_is_not_retried_by_the_sdk(tmp_path: Pa
     assert raised.value.status_code == 503 and raised.value.code == "model_load_failed"
     assert raised.value.response.headers["x-should-retry"] == "false"
     assert len(sent) == 1  # without the header the client would have tried three times
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3"])
+def test_qwen_family_ggufs_are_their_checkpoints(family: str, tmp_path: Path) -> None:
+    from tests.support.gguf_models import build_tiny_model
+
+    directory = tmp_path / family
+    directory.mkdir()
+    checkpoint = build_tiny_model(directory, family)
+    reference, _ = load_checkpoint(str(checkpoint))
+    model, _ = load_gguf(write_gguf(checkpoint, tmp_path / f"{family}.gguf", architecture=family), None)
+    assert type(model).__module__ == f"mlx_lm.models.{family}"
+    assert mx.allclose(logits(model), logits(reference), atol=1e-4).item()

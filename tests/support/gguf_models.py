@@ -22,6 +22,8 @@ _NAMES = {
     "self_attn.k_proj": "attn_k",
     "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output",
+    "self_attn.q_norm": "attn_q_norm",
+    "self_attn.k_norm": "attn_k_norm",
     "mlp.gate_proj": "ffn_gate",
     "mlp.up_proj": "ffn_up",
     "mlp.down_proj": "ffn_down",
@@ -44,6 +46,20 @@ def permute(rows: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's q/k layout (what the loader must undo)."""
     count = rows.shape[0]
     return rows.reshape(heads, 2, count // heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
+def build_tiny_model(directory: Path, model_type: str) -> Path:
+    """A 2-layer random checkpoint of another mlx-lm family (qwen2: q/k/v biases;
+    qwen3: q/k norms), with the test tokenizer, written as `build_tiny_llama` does."""
+    from tests.support.mlx_models import ModelShape, _config, _eos_id, _write_random_weights, build_tokenizer
+
+    build_tokenizer(directory, vocab_size=512)
+    shape = ModelShape(model_type, 64, 2, 128, 4, 2, 512, tie_word_embeddings=False)
+    extra = {"head_dim": 16, "rope_theta": 1000000.0} if model_type == "qwen3" else {"rope_theta": 1000000.0}
+    config = _config(shape, 512, _eos_id(directory), **extra)
+    (directory / "config.json").write_text(json.dumps(config))
+    _write_random_weights(directory, config, seed=1, logit_scale=6.0)
+    return directory
 
 
 def write_gguf(
@@ -78,10 +94,13 @@ def write_gguf(
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_rope_freq_base(float(config.get("rope_theta", 10000.0)))
     writer.add_vocab_size(config["vocab_size"])
+    if "head_dim" in config:
+        writer.add_key_length(config["head_dim"])
+        writer.add_value_length(config["head_dim"])
     _add_vocabulary(writer, checkpoint, chat_template)
     kind = getattr(gguf.GGMLQuantizationType, quantization) if quantization else None
     for name, value in weights.items():
-        if name.endswith(("q_proj.weight", "k_proj.weight")):
+        if architecture in ("llama", "mistral") and name.endswith(("q_proj.weight", "k_proj.weight")):
             key = "num_attention_heads" if "q_proj" in name else "num_key_value_heads"
             value = permute(value, config[key])
         if kind is not None and value.ndim == 2:

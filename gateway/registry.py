@@ -27,7 +27,7 @@ from gateway.memory import release_free_memory
 log = structlog.get_logger("gateway.registry")
 
 BackendFactory = Callable[[ModelSpec], Backend]
-ModelStatus = Literal["unloaded", "loading", "loaded", "failed"]
+ModelStatus = Literal["unloaded", "loading", "downloading", "loaded", "failed"]  # downloading: shown only
 
 
 @dataclass(eq=False)
@@ -42,6 +42,20 @@ class ModelEntry:
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
     retired: bool = False  # removed from config: drains, then unloads
+    loading: Backend | None = field(default=None, repr=False)  # the backend while it loads
+
+    @property
+    def download_percent(self) -> float | None:
+        """How much of the model's files a load has fetched so far (a backend with a
+        `download_progress()` reports it), else None."""
+        report = getattr(self.loading, "download_progress", None)
+        share = report() if report is not None and self.status == "loading" else None
+        return None if share is None else round(share * 100, 1)
+
+    @property
+    def shown_status(self) -> ModelStatus:
+        """`status`, with `downloading` for a load still fetching the model's files."""
+        return "downloading" if self.download_percent is not None else self.status
 
     @property
     def id(self) -> str:
@@ -139,15 +153,15 @@ class BackendRegistry:
                 estimate = getattr(backend, "memory_estimate", None)
                 needed = estimate() if estimate is not None else 0
             await self._make_room(entry, needed)
-            entry.memory_bytes, entry.status = needed, "loading"
+            entry.memory_bytes, entry.status, entry.loading = needed, "loading", backend
             await backend.load()
         except Exception as error:
-            entry.status, entry.error, entry.load_task = "failed", str(error), None
+            entry.status, entry.error, entry.load_task, entry.loading = "failed", str(error), None, None
             log.error("model load failed", model=entry.id, error=str(error))
             if isinstance(error, GatewayError):
                 raise
             raise BackendUnavailable(f"model '{entry.id}' failed to load: {error}") from error
-        entry.backend, entry.status, entry.error = backend, "loaded", None
+        entry.backend, entry.status, entry.error, entry.loading = backend, "loaded", None, None
         log.info("model loaded", model=entry.id, memory_bytes=entry.memory_bytes)
         return backend
 

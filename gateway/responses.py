@@ -120,13 +120,14 @@ class ModelCard(Struct):
     owned_by: str
     backend: str
     aliases: list[str]
-    status: Literal["unloaded", "loading", "loaded", "failed"]
+    status: Literal["unloaded", "loading", "downloading", "loaded", "failed"]  # issue 14: downloading
     pinned: bool = False
     memory_bytes: int = 0
     active_requests: int = 0
     queued_requests: int = 0
     backend_stats: dict[str, Any] = {}
     object: Literal["model"] = "model"
+    download_percent: float | None = None  # issue 14: while `downloading`
 
 
 class ModelList(Struct):

@@ -155,7 +155,8 @@ def model_card(entry: ModelEntry) -> ModelCard:
         owned_by="gateway",
         backend=entry.config.backend,
         aliases=list(entry.config.aliases),
-        status=entry.status,
+        status=entry.shown_status,  # issue 14: `downloading`, with download_percent
+        download_percent=entry.download_percent,
         pinned=entry.config.pin,
         memory_bytes=entry.memory_bytes,
         active_requests=entry.active,

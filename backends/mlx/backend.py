@@ -114,6 +114,7 @@ class MLXBackend:
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
         self._max_context: int | None = None
+        self._download: float | None = None  # written by the engine thread, read by /v1/models
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -124,11 +125,13 @@ class MLXBackend:
         engine = await asyncio.to_thread(start_engine, self.spec.id, self.options, self.prefix_cache_bytes)
         try:
             self._tokenizer, trained_context = await asyncio.wrap_future(
-                engine.call(load_model, engine, self.spec, self.options)
+                engine.call(load_model, engine, self.spec, self.options, self._downloaded)
             )
         except BaseException:
             await asyncio.to_thread(engine.stop)
             raise
+        finally:
+            self._download = None
         self._eos_ids = frozenset(int(i) for i in self._tokenizer.eos_token_ids)
         self._max_context = self.options.max_context or trained_context
         self._engine = engine
@@ -139,6 +142,19 @@ class MLXBackend:
         if engine is None:
             return
         await asyncio.to_thread(stop_engine, engine)
+
+    def download_progress(self) -> float | None:
+        """The share (0..1) of the model's files downloaded while a load fetches them, else None."""
+        return self._download
+
+    def _downloaded(self, done: int, total: int) -> None:
+        """Called on the engine thread with a download's byte counts; logs each tenth."""
+        before = self._download
+        self._download = done / total if total else None
+        if self._download is not None and (before is None or int(self._download * 10) > int(before * 10)):
+            log.info(
+                "model downloading", model=self.spec.id, percent=round(self._download * 100), bytes=total
+            )
 
     def pull(self) -> str:
         """Fetch the model's files ahead of its first load (`gateway pull`), with the

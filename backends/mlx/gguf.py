@@ -10,6 +10,7 @@ Nothing here runs on import: mlx must be imported after the BLAS preload.
 
 from __future__ import annotations
 
+import mmap
 import re
 import struct
 from pathlib import Path
@@ -260,10 +261,14 @@ _STRING, _ARRAY = 8, 9
 def tensor_summary(path: Path) -> tuple[int, set[int]]:
     """How many weights the file holds and their GGML type ids, from its header
     (tensor infos follow the metadata; no mlx, no reading of the weights)."""
-    with path.open("rb") as handle:
-        data = handle.read(64 * 1024**2)  # headers of real models are a few MB
-    if data[:4] != MAGIC:
-        raise GGUFError(f"'{path}' is not a GGUF file")
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data[:4] != MAGIC:
+            raise GGUFError(f"'{path}' is not a GGUF file")
+        return _scan_header(data)  # only the header's pages (a few MB) are read
+
+
+def _scan_header(data: mmap.mmap) -> tuple[int, set[int]]:
+    """Walk the key-value pairs (skipping their values) to the tensor infos; sum and collect."""
     offset = 8
 
     def take(fmt: str) -> Any:
@@ -308,7 +313,7 @@ def estimate_bytes(path: Path, dtype: str | None) -> int:
     size = path.stat().st_size
     try:
         elements, types = tensor_summary(path)
-    except (GGUFError, struct.error, KeyError):
+    except (GGUFError, struct.error, KeyError, ValueError):  # ValueError: an empty file for mmap
         return size
     if dtype is None and types <= NATIVE_TYPES:
         return size

@@ -84,8 +84,7 @@ def load_gguf(path: Path, dtype: str | None) -> tuple[nn.Module, Any]:
         raise GGUFError(f"GGUF architecture '{architecture}' is not supported (supported: {served})")
     module_name, permuted = ARCHITECTURES[architecture]
     args = model_args(metadata, architecture, tied="output.weight" not in tensors)
-    if "rope_freqs.weight" in tensors:
-        raise GGUFError("GGUF rope frequency factors (rope_freqs, llama 3.1 scaling) are not supported yet")
+    rope_factors = tensors.pop("rope_freqs.weight", None)  # Llama 3.1-style long-context scaling
     weights = rename(tensors, args if permuted else None)
     if dtype is None and not native:
         dtype = "float16"  # dequantized by the gguf package: half the memory of float32
@@ -95,6 +94,8 @@ def load_gguf(path: Path, dtype: str | None) -> tuple[nn.Module, Any]:
         weights, bits = _dequantized(weights, bits, target), {}
     model = _build(module_name, args, bits)
     model.load_weights(list(weights.items()), strict=True)
+    if rope_factors is not None:
+        _scale_rope(model, args, rope_factors)
     mx.eval(model.parameters())
     return model, build_tokenizer(metadata)
 
@@ -250,6 +251,31 @@ def _build(module_name: str, args: dict[str, Any], bits: dict[str, int]) -> nn.M
             ),
         )
     return model
+
+
+def _scale_rope(model: nn.Module, args: dict[str, Any], factors: mx.array) -> None:
+    """Stretch each RoPE wavelength by llama.cpp's per-dimension factor (what mlx-lm's
+    llama3 RoPE computes from the config, given here as a tensor)."""
+    import mlx.core as mx
+    from mlx import nn
+
+    dims = args["head_dim"]
+    periods = args["rope_theta"] ** (mx.arange(0, dims, 2, dtype=mx.float32) / dims) * factors.astype(
+        mx.float32
+    )
+
+    class FactorRoPE(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self._freqs = periods  # underscored: not a parameter
+
+        def __call__(self, x: mx.array, offset: int = 0) -> mx.array:
+            return mx.fast.rope(
+                x, dims, traditional=False, base=None, scale=1.0, offset=offset, freqs=self._freqs
+            )
+
+    for layer in model.layers:
+        layer.self_attn.rope = FactorRoPE()
 
 
 # --- the budget estimate, without importing mlx ---------------------------------------------

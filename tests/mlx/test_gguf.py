@@ -190,7 +190,9 @@ def test_an_unknown_tokenizer_model_is_named() -> None:
 
     with pytest.raises(TokenizerError, match="'bert'"):
         build_tokenizer({**sentencepiece_metadata(), "tokenizer.ggml.model": "bert"})
-    without_vocabulary = {key: value for key, value in sentencepiece_metadata().items() if "tokens" not in key}
+    without_vocabulary = {
+        key: value for key, value in sentencepiece_metadata().items() if "tokens" not in key
+    }
     with pytest.raises(TokenizerError, match="no vocabulary"):
         build_tokenizer(without_vocabulary)
 
@@ -234,3 +236,26 @@ def test_qwen_family_ggufs_are_their_checkpoints(family: str, tmp_path: Path) ->
     model, _ = load_gguf(write_gguf(checkpoint, tmp_path / f"{family}.gguf", architecture=family), None)
     assert type(model).__module__ == f"mlx_lm.models.{family}"
     assert mx.allclose(logits(model), logits(reference), atol=1e-4).item()
+
+
+def test_llama31_rope_factors_scale_like_mlx_lms_llama3_rope(tmp_path: Path) -> None:
+    from tests.support.gguf_models import build_tiny_model
+
+    scaling = {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,  # so the tiny model's wavelengths span all three bands
+    }
+    directory = tmp_path / "llama31"
+    directory.mkdir()
+    checkpoint = build_tiny_model(directory, "llama", rope_theta=10000.0, rope_scaling=scaling)
+    reference, _ = load_checkpoint(str(checkpoint))
+    model, _ = load_gguf(write_gguf(checkpoint, tmp_path / "llama31.gguf"), None)
+    tokens = mx.array([[(7 * i) % 500 for i in range(200)]])
+    expected = reference(tokens).astype(mx.float32)
+    assert mx.allclose(model(tokens).astype(mx.float32), expected, atol=1e-4).item()
+    for layer in model.model.layers:  # the factors matter: plain RoPE gives other logits
+        layer.self_attn.rope = nn.RoPE(16, base=10000.0)
+    assert not mx.allclose(model(tokens).astype(mx.float32), expected, atol=1e-3).item()

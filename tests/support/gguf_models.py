@@ -48,14 +48,14 @@ def permute(rows: np.ndarray, heads: int) -> np.ndarray:
     return rows.reshape(heads, 2, count // heads // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
 
-def build_tiny_model(directory: Path, model_type: str) -> Path:
-    """A 2-layer random checkpoint of another mlx-lm family (qwen2: q/k/v biases;
-    qwen3: q/k norms), with the test tokenizer, written as `build_tiny_llama` does."""
+def build_tiny_model(directory: Path, model_type: str, **extra: Any) -> Path:
+    """A 2-layer random checkpoint of an mlx-lm family (qwen2: q/k/v biases; qwen3:
+    q/k norms; llama with `rope_scaling`), with the test tokenizer, as `build_tiny_llama`."""
     from tests.support.mlx_models import ModelShape, _config, _eos_id, _write_random_weights, build_tokenizer
 
     build_tokenizer(directory, vocab_size=512)
     shape = ModelShape(model_type, 64, 2, 128, 4, 2, 512, tie_word_embeddings=False)
-    extra = {"head_dim": 16, "rope_theta": 1000000.0} if model_type == "qwen3" else {"rope_theta": 1000000.0}
+    extra = {"rope_theta": 1000000.0, **({"head_dim": 16} if model_type == "qwen3" else {}), **extra}
     config = _config(shape, 512, _eos_id(directory), **extra)
     (directory / "config.json").write_text(json.dumps(config))
     _write_random_weights(directory, config, seed=1, logit_scale=6.0)
@@ -107,11 +107,34 @@ def write_gguf(
             writer.add_tensor(gguf_name(name), quantize(value, kind), raw_dtype=kind)
         else:
             writer.add_tensor(gguf_name(name), value)
+    if config.get("rope_scaling", {}).get("rope_type") == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama3_rope_factors(config))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return target
+
+
+def llama3_rope_factors(config: dict[str, Any]) -> np.ndarray:
+    """The per-dimension wavelength factors llama.cpp's converter stores as rope_freqs
+    for a Llama 3.1-style `rope_scaling` (high frequencies kept, low ones stretched by
+    `factor`, a smooth ramp between)."""
+    scaling = config["rope_scaling"]
+    dims = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    context = scaling["original_max_position_embeddings"]
+    factors = []
+    for i in range(0, dims, 2):
+        wavelength = 2 * np.pi * config["rope_theta"] ** (i / dims)
+        if wavelength < context / high:
+            factors.append(1.0)
+        elif wavelength > context / low:
+            factors.append(factor)
+        else:
+            smooth = (context / wavelength - low) / (high - low)
+            factors.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(factors, dtype=np.float32)
 
 
 def _add_vocabulary(writer: Any, checkpoint: Path, chat_template: str | None) -> None:

@@ -92,7 +92,7 @@ def _pip_download(
 ) -> str | None:
     """Run `pip download --no-deps`; None on success, else pip's last line of output."""
     command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
-    command += ["--disable-pip-version-check", "--dest", destination, requirement]
+    command += ["--disable-pip-version-check", "--retries", "2", "--dest", destination, requirement]
     if progress is None:
         shown = subprocess.DEVNULL if quiet else sys.stderr
         done = subprocess.run(command, check=False, stdout=shown, stderr=subprocess.PIPE, text=True)

@@ -4,19 +4,23 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= config.toml
+# Models `make serve` fetches before serving (ids or aliases in $(CONFIG); empty: none).
+PULL ?= smollm2
 
 .PHONY: install serve test bench lint
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	@echo "setting up $(VENV): installing the gateway and its dependencies (a few minutes the first time)"
+	$(PY) -m pip install --progress-bar on --upgrade pip
+	$(PY) -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 serve: $(STAMP)
-	$(VENV)/bin/gateway serve --config $(CONFIG)
+	$(if $(PULL),-$(VENV)/bin/gateway pull --config $(CONFIG) $(PULL))
+	$(VENV)/bin/gateway serve --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

@@ -18,6 +18,7 @@ SECTIONS = {
     "endpoints": "bench.endpoint_overhead",
     "upstream": "bench.upstream_latency",
     "decode": "bench.mlx_decode",
+    "smollm2": "bench.smollm2_decode",
     "serving": "bench.serving",
     "load": "bench.model_load",
     "grammar": "bench.grammar",

@@ -35,50 +35,66 @@ def build_models() -> dict[str, Path]:
 
 
 def raw_decode_tps(model_dir: Path, tokens: int, rounds: int) -> float:
-    import mlx.core as mx
     import mlx_lm
-    from mlx_lm.sample_utils import make_logits_processors
 
     model, tokenizer = mlx_lm.load(str(model_dir))
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
-    ban_eos = make_logits_processors(logit_bias={token: -1e9 for token in tokenizer.eos_token_ids})
-    speeds = []
-    for _ in range(rounds + 1):  # the first round warms up
-        first = last = 0.0
-        count = 0
-        started = time.perf_counter()
-        for response in mlx_lm.stream_generate(
-            model, tokenizer, prompt, max_tokens=tokens, logits_processors=ban_eos
-        ):
-            count += 1
-            last = time.perf_counter()
-            if count == 1:
-                first = last
-        assert count == tokens, count
-        speeds.append((count - 1) / (last - first))
-        del started
+    return raw_model_tps(model, tokenizer, tokens, rounds)
+
+
+def raw_model_tps(model: Any, tokenizer: Any, tokens: int, rounds: int) -> float:
+    """Median decode tok/s of `mlx_lm.stream_generate` on a loaded model (EOS banned)."""
+    import mlx.core as mx
+
+    speeds = [raw_round(model, tokenizer, tokens) for _ in range(rounds + 1)]  # the first warms up
     del model
     mx.clear_cache()
     return statistics.median(speeds[1:])
 
 
-def gateway_decode_tps(model_dir: Path, tokens: int, rounds: int) -> float:
+def raw_round(model: Any, tokenizer: Any, tokens: int) -> float:
+    """One greedy `mlx_lm.stream_generate` of exactly `tokens` tokens: decode tok/s after the first."""
+    import mlx_lm
+    from mlx_lm.sample_utils import make_logits_processors
+
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True)
+    ban_eos = make_logits_processors(logit_bias={token: -1e9 for token in tokenizer.eos_token_ids})
+    first = last = 0.0
+    count = 0
+    for _ in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens, logits_processors=ban_eos):
+        count += 1
+        last = time.perf_counter()
+        if count == 1:
+            first = last
+    assert count == tokens, count
+    return (count - 1) / (last - first)
+
+
+def gateway_config(model_dir: Path, options: str = "") -> str:
+    """One preloaded mlx model `m`; `options` is TOML for its options table, e.g. `dtype = "float32"`."""
     config = f'[models.m]\nbackend = "mlx"\npath = "{model_dir}"\npreload = true\n'
+    return config + (f"\n[models.m.options]\n{options}\n" if options else "")
+
+
+def gateway_round(base_url: str, tokens: int) -> float:
+    """One greedy streamed request for `tokens` tokens to model `m`: decode tok/s after the first."""
+    import asyncio
+
     body: dict[str, Any] = {
         "model": "m",
         "messages": [{"role": "user", "content": PROMPT}],
         "max_tokens": tokens,
         "temperature": 0,
     }
-    speeds = []
-    with gateway_server(config) as base_url:
-        import asyncio
+    result = asyncio.run(stream_once(base_url, body))
+    if result.completion_tokens < tokens:
+        raise RuntimeError(f"gateway stopped early: {result.completion_tokens} tokens")
+    return (result.completion_tokens - 1) / (result.total_s - result.ttft_s)
 
-        for _ in range(rounds + 1):
-            result = asyncio.run(stream_once(base_url, body))
-            if result.completion_tokens < tokens:
-                raise RuntimeError(f"gateway stopped early: {result.completion_tokens} tokens")
-            speeds.append((result.completion_tokens - 1) / (result.total_s - result.ttft_s))
+
+def gateway_decode_tps(model_dir: Path, tokens: int, rounds: int, options: str = "") -> float:
+    """Median decode tok/s streamed through `gateway serve`."""
+    with gateway_server(gateway_config(model_dir, options)) as base_url:
+        speeds = [gateway_round(base_url, tokens) for _ in range(rounds + 1)]  # the first warms up
     return statistics.median(speeds[1:])
 
 

@@ -6,18 +6,25 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config import ConfigError, GatewayConfig, load_config, missing_local_paths
 
 DEFAULT_CONFIG = "config.toml"
 
 
 def _load(path: str) -> GatewayConfig:
+    """The config, with its directory importable: `plugins.modules` may sit next to it."""
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    directory = str(Path(path).resolve().parent)
+    if directory not in sys.path:
+        sys.path.append(directory)  # after the installed packages: a stray json.py cannot shadow them
+    return config
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -29,7 +36,9 @@ def serve(args: argparse.Namespace) -> None:
 
     config = _load(args.config)
     server = msgspec.structs.replace(
-        config.server, host=args.host or config.server.host, port=args.port or config.server.port
+        config.server,
+        host=args.host or config.server.host,
+        port=config.server.port if args.port is None else args.port,
     )
     config = msgspec.structs.replace(config, server=server)
     configure_logging(config.server.log_format, config.server.log_level)
@@ -38,7 +47,7 @@ def serve(args: argparse.Namespace) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    uvicorn.run(
+    settings = uvicorn.Config(
         app,
         host=server.host,
         port=server.port,
@@ -46,6 +55,25 @@ def serve(args: argparse.Namespace) -> None:
         access_log=False,
         timeout_graceful_shutdown=10,
     )
+    _announcing_server(settings, served_models(config)).run()
+
+
+def _announcing_server(settings: Any, served: str) -> Any:
+    """uvicorn's server, logging where it listens (the bound port, also for `--port 0`)
+    and what it serves once its sockets are open."""
+    import structlog
+    import uvicorn
+
+    class AnnouncingServer(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            for bound in self.servers if self.started else []:
+                for sock in bound.sockets:
+                    host, port = sock.getsockname()[:2]
+                    shown = f"[{host}]" if ":" in host else host
+                    structlog.get_logger("gateway").info(f"listening on http://{shown}:{port}", models=served)
+
+    return AnnouncingServer(settings)
 
 
 def check_config(args: argparse.Namespace) -> None:
@@ -57,7 +85,53 @@ def check_config(args: argparse.Namespace) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    problems = missing_local_paths(config)
+    for problem in problems:
+        print(f"config error: {problem}", file=sys.stderr)
+    if problems:
+        raise SystemExit(2)
     print(f"{args.path}: ok ({len(config.models)} models)")
+
+
+def pull(args: argparse.Namespace) -> None:
+    """Fetch configured models' files now (progress on stderr), so the first request does not wait."""
+    from gateway.backend import ModelSpec
+    from gateway.errors import GatewayError
+    from gateway.plugin_set import collect_backends
+    from gateway.plugins import default_plugin_manager
+
+    config = _load(args.config)
+    try:
+        factories = collect_backends(default_plugin_manager(config))
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for name in args.models:
+        model_id = config.model_id(name)
+        if model_id is None:
+            print(
+                f"pull: no model '{name}' in {args.config}; served: {served_models(config)}", file=sys.stderr
+            )
+            raise SystemExit(2)
+        backend = factories[config.models[model_id].backend](ModelSpec(model_id, config.models[model_id]))
+        fetch = getattr(backend, "pull", None)
+        if fetch is None:
+            print(f"{model_id}: nothing to pull ({config.models[model_id].backend} backend)")
+            continue
+        try:
+            print(f"{model_id}: {fetch()}")
+        except GatewayError as error:
+            print(f"pull failed: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
+
+
+def served_models(config: GatewayConfig) -> str:
+    """`a (aliases: b, c), echo`: for messages that must say what is there."""
+    names = [
+        f"{model_id} (aliases: {', '.join(model.aliases)})" if model.aliases else model_id
+        for model_id, model in config.models.items()
+    ]
+    return ", ".join(names) or "none"
 
 
 def models(args: argparse.Namespace) -> None:
@@ -94,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     check_parser = commands.add_parser("check-config", help="validate a config file and its plugins")
     check_parser.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
     check_parser.set_defaults(run=check_config)
+    pull_parser = commands.add_parser("pull", help="download models' files ahead of their first request")
+    pull_parser.add_argument("models", nargs="+", metavar="MODEL", help="model ids or aliases")
+    pull_parser.add_argument("--config", default=DEFAULT_CONFIG)
+    pull_parser.set_defaults(run=pull)
     models_parser = commands.add_parser("models", help="list the configured models")
     models_parser.add_argument("--config", default=DEFAULT_CONFIG)
     models_parser.set_defaults(run=models)

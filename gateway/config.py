@@ -7,10 +7,11 @@ Errors name the key path and the reason, e.g.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 import tomli
@@ -29,8 +30,8 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Annotated[int, Meta(ge=0, le=65535)] = 8000
     max_body_bytes: Annotated[int, Meta(ge=1024)] = 4 * 1024 * 1024
-    log_format: str = "auto"  # "json", "console" or "auto" (console on a terminal)
-    log_level: str = "info"
+    log_format: Literal["json", "console", "auto"] = "auto"  # auto: console on a terminal
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     max_tool_rounds: Annotated[int, Meta(ge=0)] = 4
     # Bytes ("24GiB", 25769803776) or a share of RAM ("75%") that loaded models may use.
     memory_budget: int | str | None = None
@@ -132,6 +133,22 @@ class GatewayConfig(Struct, forbid_unknown_fields=True):
                 seen[name] = model_id
 
 
+def missing_local_paths(config: GatewayConfig, base: Path | None = None) -> list[str]:
+    """Problems with models whose `path` names this machine's files (`/`, `.`, `~`) that
+    are not there; relative paths count from `base` (default: the working directory)."""
+    problems = []
+    for model_id, model in config.models.items():
+        path = model.path or ""
+        if not path.startswith(("/", ".", "~")):
+            continue
+        target = Path(path).expanduser()
+        if base is not None and not target.is_absolute():
+            target = base / target
+        if not target.exists():
+            problems.append(f'models."{model_id}".path: no such file or directory: "{path}"')
+    return problems
+
+
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
 
@@ -175,20 +192,62 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{part}" if path else part
 
 
-def _describe(error: msgspec.ValidationError, prefix: str) -> str:
-    """Turn msgspec's 'Expected `int`, got `str` - at `$.a.b`' into 'prefix.a.b: expected int, got str'."""
+def _describe(error: msgspec.ValidationError, prefix: str, type_: Any = None) -> str:
+    """Turn msgspec's 'Expected `int`, got `str` - at `$.a.b`' into 'prefix.a.b: expected int, got str',
+    with the allowed values of an enum and the nearest key for an unknown one."""
     reason, _, where = str(error).partition(" - at `")
     path = prefix
-    for key, index in re.findall(r"\.([A-Za-z0-9_-]+)|(\[\d+\])", where.rstrip("`").removeprefix("$")):
+    steps = re.findall(r"\.([A-Za-z0-9_-]+)|(\[\d+\])", where.rstrip("`").removeprefix("$"))
+    for key, index in steps:
         path = _join(path, key) if key else path + index
     reason = reason.replace("`", "").replace("Expected", "expected")
     unknown = re.fullmatch(r"Object contains unknown field (.+)", reason)
     missing = re.fullmatch(r"Object missing required field (.+)", reason)
+    target = _type_at(type_, [key or None for key, _ in steps]) if type_ is not None else None
     if unknown:
         reason = f"unknown key '{unknown.group(1)}'"
+        keys = [field.encode_name for field in getattr(target, "fields", ())]
+        close = difflib.get_close_matches(unknown.group(1), keys, n=1)
+        if close:
+            reason += f"; did you mean '{close[0]}'?"
     elif missing:
         reason = f"missing required key '{missing.group(1)}'"
+    elif reason.startswith("Invalid enum value "):
+        reason = "invalid value " + reason.removeprefix("Invalid enum value ")
+        allowed = _literal_values(target)
+        if allowed:
+            reason += f"; allowed: {', '.join(repr(value) for value in allowed)}"
     return f"{path}: {reason}" if path else reason
+
+
+def _type_at(type_: Any, keys: list[str | None]) -> Any:
+    """The `msgspec.inspect` type found by following `keys` (None: a list index) from `type_`."""
+    current: Any = msgspec.inspect.type_info(type_)
+    for key in keys:
+        current = _step(current, key)
+        if current is None:
+            return None
+    return current
+
+
+def _step(current: Any, key: str | None) -> Any:
+    inspect = msgspec.inspect
+    if isinstance(current, inspect.UnionType):
+        found = [_step(member, key) for member in current.types]
+        return next((item for item in found if item is not None), None)
+    if key is None:
+        return getattr(current, "item_type", None)
+    if isinstance(current, inspect.StructType):
+        return next((field.type for field in current.fields if field.encode_name == key), None)
+    if isinstance(current, inspect.DictType):
+        return current.value_type
+    return None
+
+
+def _literal_values(target: Any) -> list[Any]:
+    inspect = msgspec.inspect
+    members = target.types if isinstance(target, inspect.UnionType) else (target,)
+    return [value for member in members if isinstance(member, inspect.LiteralType) for value in member.values]
 
 
 def convert_config(value: Any, type_: type[Any], path: str) -> Any:
@@ -196,7 +255,7 @@ def convert_config(value: Any, type_: type[Any], path: str) -> Any:
     try:
         return msgspec.convert(value, type_)
     except msgspec.ValidationError as error:
-        raise ConfigError(_describe(error, path)) from None
+        raise ConfigError(_describe(error, path, type_)) from None
 
 
 def parse_config(data: dict[str, Any]) -> GatewayConfig:

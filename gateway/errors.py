@@ -85,8 +85,9 @@ class ModelNotFound(GatewayError):
     error_type = "invalid_request_error"
     code = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist", param="model")
+    def __init__(self, model: str, served: list[str] | None = None) -> None:
+        listed = f"; this gateway serves: {', '.join(served)}" if served else ""
+        super().__init__(f"The model '{model}' does not exist{listed}", param="model")
 
 
 class RateLimited(GatewayError):
@@ -102,6 +103,17 @@ class BackendUnavailable(GatewayError):
     status_code = 503
     error_type = "server_error"
     code = "model_unavailable"
+
+
+class ModelLoadFailed(BackendUnavailable):
+    """A load that will fail the same way again (nothing at the path, no network and no
+    cached copy, a file we cannot serve): `x-should-retry: false` keeps the official
+    clients from retrying it."""
+
+    code = "model_load_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"x-should-retry": "false"})
 
 
 class BackendFailed(GatewayError):

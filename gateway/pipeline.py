@@ -111,7 +111,7 @@ class Pipeline:
             rewritten = await hooks.chain("rewrite_request", "request", request, context=context)
             if rewritten is not request:
                 request = normalize(rewritten)
-        entry = self.registry.resolve(request.model)
+        entry = self.registry.resolve(request.model, lambda e: _visible(context.identity, e))
         context.model, context.backend = entry.id, entry.config.backend
         _check_allowed(context.identity, request.model, entry.id)
         request = apply_model_config(request, entry.id, entry.config)
@@ -340,6 +340,11 @@ def may_use(identity: Identity | None, model_id: str, *names: str) -> bool:
     if identity is None or "*" in identity.allowed_models:
         return True
     return model_id in identity.allowed_models or any(name in identity.allowed_models for name in names)
+
+
+def _visible(identity: Identity | None, entry: ModelEntry) -> bool:
+    """Whether a 404 may list this model to this caller."""
+    return may_use(identity, entry.id, *entry.config.aliases)
 
 
 def _check_allowed(identity: Identity | None, name: str, model_id: str) -> None:

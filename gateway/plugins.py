@@ -7,6 +7,7 @@ There is no global plugin manager. `create_app` builds one with
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -81,8 +82,14 @@ def register_plugin(manager: pluggy.PluginManager, name: str, target: object, co
         raise ConfigError(f"plugins: {error}") from None
 
 
+IMPORT_HINT = (
+    "plugin modules are imported from the Python path: `gateway serve` and `gateway check-config` "
+    "add the config file's directory to it; for a module elsewhere, set PYTHONPATH"
+)
+
+
 def register_modules(
-    manager: pluggy.PluginManager, modules: Iterable[tuple[str, str]], config: GatewayConfig
+    manager: pluggy.PluginManager, modules: Iterable[tuple[str, str]], config: GatewayConfig, hint: str = ""
 ) -> None:
     """Import and register `(name, module path)` pairs, skipping disabled names."""
     for name, module_path in modules:
@@ -91,7 +98,12 @@ def register_modules(
         try:
             module = importlib.import_module(module_path)
         except ImportError as error:
-            raise ConfigError(f"plugins: cannot import plugin module '{module_path}': {error}") from None
+            missing = str(error.name)
+            itself = module_path == missing or module_path.startswith(f"{missing}.")
+            detail = f" ({hint})" if hint and itself else ""
+            raise ConfigError(
+                f"plugins: cannot import plugin module '{module_path}': {error}{detail}"
+            ) from None
         register_plugin(manager, name, module, config)
 
 
@@ -116,22 +128,40 @@ def default_plugin_manager(config: GatewayConfig) -> pluggy.PluginManager:
         manager.set_blocked(name)
     register_modules(manager, BUILTIN_PLUGINS.items(), config)
     register_entry_points(manager, config)
-    register_modules(manager, ((path, path) for path in config.plugins.modules), config)
+    register_modules(manager, ((path, path) for path in config.plugins.modules), config, IMPORT_HINT)
     check_plugins(manager)
     return manager
 
 
 def check_plugins(manager: pluggy.PluginManager) -> None:
     """A misspelled or `async` hook implementation is an error at start-up, not silence."""
-    try:
-        manager.check_pending()
-    except pluggy.PluginValidationError as error:
-        raise ConfigError(f"plugins: {error}") from None
+    hooks = [name for name in vars(manager.hook) if not name.startswith("_")]
+    known = [name for name in hooks if getattr(manager.hook, name).has_spec()]
+    for name in hooks:
+        caller = getattr(manager.hook, name)
+        for impl in [] if caller.has_spec() else caller.get_hookimpls():
+            if not impl.optionalhook:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ConfigError(
+                    f"plugins: plugin '{plugin_label(impl)}' implements '{name}', which is no hook{hint}"
+                )
     for hook_name in SYNC_ONLY_HOOKS:
         for impl in getattr(manager.hook, hook_name).get_hookimpls():
             function = impl.function
             if inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function):
                 raise ConfigError(
-                    f"plugins: plugin '{impl.plugin_name}' implements '{hook_name}' with 'async def'; "
+                    f"plugins: plugin '{plugin_label(impl)}' implements '{hook_name}' with 'async def'; "
                     "that hook is sync only"
                 )
+
+
+def plugin_label(impl: pluggy.HookImpl) -> str:
+    """The plugin's registered name; for one registered without a name (pluggy then uses
+    its id), its module's or class's name instead of `<object at 0x...>`."""
+    if not impl.plugin_name.isdigit():
+        return impl.plugin_name
+    plugin = impl.plugin
+    if inspect.ismodule(plugin):
+        return plugin.__name__
+    return f"{type(plugin).__module__}.{type(plugin).__name__}"

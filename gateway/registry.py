@@ -27,7 +27,7 @@ from gateway.memory import release_free_memory
 log = structlog.get_logger("gateway.registry")
 
 BackendFactory = Callable[[ModelSpec], Backend]
-ModelStatus = Literal["unloaded", "loading", "loaded", "failed"]
+ModelStatus = Literal["unloaded", "loading", "downloading", "loaded", "failed"]  # downloading: shown only
 
 
 @dataclass(eq=False)
@@ -41,6 +41,20 @@ class ModelEntry:
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
     retired: bool = False  # removed from config: drains, then unloads
+    loading: Backend | None = field(default=None, repr=False)  # the backend while it loads
+
+    @property
+    def download_percent(self) -> float | None:
+        """How much of the model's files a load has fetched so far (a backend with a
+        `download_progress()` reports it), else None."""
+        report = getattr(self.loading, "download_progress", None)
+        share = report() if report is not None and self.status == "loading" else None
+        return None if share is None else round(share * 100, 1)
+
+    @property
+    def shown_status(self) -> ModelStatus:
+        """`status`, with `downloading` for a load still fetching the model's files."""
+        return "downloading" if self.download_percent is not None else self.status
 
     @property
     def id(self) -> str:
@@ -70,6 +84,12 @@ class Lease:
             asyncio.ensure_future(self.registry.unload(self.entry))
 
 
+def served_name(entry: ModelEntry) -> str:
+    """`id (aliases: a, b)`, as error messages list a model."""
+    aliases = entry.config.aliases
+    return f"{entry.id} (aliases: {', '.join(aliases)})" if aliases else entry.id
+
+
 def _admission(config: ModelConfig) -> Admission:
     return Admission(config.max_concurrency, config.max_queue, config.queue_timeout_s)
 
@@ -84,11 +104,13 @@ class BackendRegistry:
 
     # --- lookup ------------------------------------------------------------------------
 
-    def resolve(self, name: str) -> ModelEntry:
-        """The entry for a model id or alias; 404 `model_not_found` otherwise."""
+    def resolve(self, name: str, visible: Callable[[ModelEntry], bool] | None = None) -> ModelEntry:
+        """The entry for a model id or alias; 404 `model_not_found` otherwise, naming the
+        models served (those `visible` lets the caller see: its key's models)."""
         model_id = self.names.get(name)
         if model_id is None:
-            raise ModelNotFound(name)
+            shown = [entry for entry in self.entries.values() if visible is None or visible(entry)]
+            raise ModelNotFound(name, [served_name(entry) for entry in shown])
         return self.entries[model_id]
 
     def factory(self, entry: ModelEntry) -> BackendFactory:
@@ -130,15 +152,15 @@ class BackendRegistry:
                 estimate = getattr(backend, "memory_estimate", None)
                 needed = estimate() if estimate is not None else 0
             await self._make_room(entry, needed)
-            entry.memory_bytes, entry.status = needed, "loading"
+            entry.memory_bytes, entry.status, entry.loading = needed, "loading", backend
             await backend.load()
         except Exception as error:
-            entry.status, entry.load_task = "failed", None
+            entry.status, entry.load_task, entry.loading = "failed", None, None
             log.error("model load failed", model=entry.id, error=str(error))
             if isinstance(error, GatewayError):
                 raise
             raise BackendUnavailable(f"model '{entry.id}' failed to load: {error}") from error
-        entry.backend, entry.status = backend, "loaded"
+        entry.backend, entry.status, entry.loading = backend, "loaded", None
         log.info("model loaded", model=entry.id, memory_bytes=entry.memory_bytes)
         return backend
 

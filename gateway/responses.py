@@ -74,13 +74,14 @@ class ModelCard(Struct):
     owned_by: str
     backend: str
     aliases: list[str]
-    status: Literal["unloaded", "loading", "loaded", "failed"]
+    status: Literal["unloaded", "loading", "downloading", "loaded", "failed"]
     pinned: bool = False
     memory_bytes: int = 0
     active_requests: int = 0
     queued_requests: int = 0
     backend_stats: dict[str, Any] = {}
     object: Literal["model"] = "model"
+    download_percent: float | None = None
 
 
 class ModelList(Struct):

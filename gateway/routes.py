@@ -32,7 +32,8 @@ def model_card(entry: ModelEntry) -> ModelCard:
         owned_by="gateway",
         backend=entry.config.backend,
         aliases=list(entry.config.aliases),
-        status=entry.status,
+        status=entry.shown_status,
+        download_percent=entry.download_percent,
         pinned=entry.config.pin,
         memory_bytes=entry.memory_bytes,
         active_requests=entry.active,
@@ -69,7 +70,7 @@ async def _models(request: Request[Any, Any, Any], name: str | None) -> ASGIApp:
             entries = _registry(request).entries.values()
             answer: Any = ModelList(data=[model_card(e) for e in entries if _allowed(e, context)])
         else:
-            entry = _registry(request).resolve(name)
+            entry = _registry(request).resolve(name, lambda e: _allowed(e, context))
             if not _allowed(entry, context):
                 raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
             answer = model_card(entry)

@@ -96,3 +96,72 @@ def test_cli_check_config_and_models(tmp_path: Path) -> None:
     assert (
         result.returncode == 2 and 'models."slow".options.delay_ms: expected float, got str' in result.stderr
     )
+
+
+def test_enum_errors_list_the_allowed_values() -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config({"server": {"log_format": "pretty"}})
+    assert (
+        str(raised.value) == "server.log_format: invalid value 'pretty'; allowed: 'auto', 'console', 'json'"
+    )
+
+
+def test_backend_option_enum_errors_list_the_allowed_values(tmp_path: Path) -> None:
+    options = tmp_path / "dtype.toml"
+    options.write_text('[models.m]\nbackend = "mlx"\npath = "some/repo"\noptions = { dtype = "float64" }\n')
+    result = gateway_cli("check-config", str(options))
+    assert result.returncode == 2
+    assert (
+        "models.\"m\".options.dtype: invalid value 'float64'; allowed: 'bfloat16', 'float16', 'float32'"
+        in (result.stderr)
+    )
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"server": {"portt": 1}}, "server: unknown key 'portt'; did you mean 'port'?"),
+        (
+            {"models": {"x": {"backend": "echo", "preloda": True}}},
+            "models.\"x\": unknown key 'preloda'; did you mean 'preload'?",
+        ),
+        ({"plugins": {"disable": ["auth"]}}, "plugins: unknown key 'disable'; did you mean 'disabled'?"),
+        ({"server": {"zzz": 1}}, "server: unknown key 'zzz'"),
+    ],
+)
+def test_unknown_keys_suggest_the_nearest_one(table: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(table)
+    assert str(raised.value) == message
+
+
+def test_check_config_checks_that_local_model_paths_exist(tmp_path: Path) -> None:
+    present = tmp_path / "model.gguf"
+    present.write_bytes(b"GGUF")
+    config = tmp_path / "paths.toml"
+    config.write_text(
+        f'[models.here]\nbackend = "mlx"\npath = "{present}"\n\n'
+        f'[models.gone]\nbackend = "mlx"\npath = "{tmp_path / "nowhere"}"\n\n'
+        '[models.hub]\nbackend = "mlx"\npath = "org/repo"\n'
+    )
+    result = gateway_cli("check-config", str(config))
+    assert result.returncode == 2
+    assert f'models."gone".path: no such file or directory: "{tmp_path / "nowhere"}"' in result.stderr
+    assert '"here"' not in result.stderr and '"hub"' not in result.stderr
+    present.rename(tmp_path / "nowhere")
+    assert gateway_cli("check-config", str(config)).returncode == 2  # "here" is now the missing one
+
+
+def test_plugin_modules_next_to_the_config_file_are_importable(tmp_path: Path) -> None:
+    (tmp_path / "my_local_plugin.py").write_text(
+        "from gateway import hookimpl\n\n@hookimpl\ndef on_request(request):\n    pass\n"
+    )
+    config = tmp_path / "plugins.toml"
+    config.write_text('[plugins]\nmodules = ["my_local_plugin"]\n\n[models.echo]\nbackend = "echo"\n')
+    result = gateway_cli("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+    config.write_text('[plugins]\nmodules = ["not_there_plugin"]\n')
+    result = gateway_cli("check-config", str(config))
+    assert result.returncode == 2
+    assert "cannot import plugin module 'not_there_plugin'" in result.stderr
+    assert "set PYTHONPATH" in result.stderr  # says where modules are looked for

@@ -118,6 +118,8 @@ def test_unknown_model_is_404_model_not_found(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="gpt-99", messages=USER)  # type: ignore[arg-type]
     assert caught.value.code == "model_not_found"
     assert caught.value.param == "model"
+    served = "echo (aliases: mlx-community/Llama-3.2-1B-Instruct-4bit), slow, broken, broken_at_once"
+    assert caught.value.body["message"] == f"The model 'gpt-99' does not exist; this gateway serves: {served}"
 
 
 def test_field_the_backend_cannot_honour_is_named(client: openai.OpenAI) -> None:

@@ -34,7 +34,7 @@ from gateway.backend import (
     TokenUsage,
 )
 from gateway.config import ConfigError, parse_bytes
-from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest
+from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest, ModelLoadFailed
 from gateway.protocol import ChatCompletionRequest
 
 if TYPE_CHECKING:
@@ -116,6 +116,7 @@ class MLXBackend:
         self._grammars: GrammarCompiler | None = None  # made on the first constrained request
         self._takes_tools = True  # whether the chat template shows tools (else: the generic format)
         self._grammars_lock = threading.Lock()
+        self._download: float | None = None  # written by the engine thread, read by /v1/models
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -126,11 +127,13 @@ class MLXBackend:
         engine = await asyncio.to_thread(start_engine, self.spec.id, self.options, self.prefix_cache_bytes)
         try:
             self._tokenizer, trained_context = await asyncio.wrap_future(
-                engine.call(load_model, engine, self.spec, self.options)
+                engine.call(load_model, engine, self.spec, self.options, self._downloaded)
             )
         except BaseException:
             await asyncio.to_thread(engine.stop)
             raise
+        finally:
+            self._download = None
         self._eos_ids = frozenset(int(i) for i in self._tokenizer.eos_token_ids)
         self._takes_tools = await asyncio.to_thread(self._template_takes_tools)
         self._max_context = self.options.max_context or trained_context
@@ -143,6 +146,30 @@ class MLXBackend:
         if engine is None:
             return
         await asyncio.to_thread(stop_engine, engine)
+
+    def download_progress(self) -> float | None:
+        """The share (0..1) of the model's files downloaded while a load fetches them, else None."""
+        return self._download
+
+    def _downloaded(self, done: int, total: int) -> None:
+        """Called on the engine thread with a download's byte counts; logs each tenth."""
+        before = self._download
+        self._download = done / total if total else None
+        if self._download is not None and (before is None or int(self._download * 10) > int(before * 10)):
+            log.info(
+                "model downloading", model=self.spec.id, percent=round(self._download * 100), bytes=total
+            )
+
+    def pull(self) -> str:
+        """Fetch the model's files ahead of its first load (`gateway pull`), with the
+        downloader's own progress on stderr; the local path they are at."""
+        from backends.mlx.loading import pull_files
+        from backends.mlx.model_source import ModelSourceError
+
+        try:
+            return pull_files(self.spec.config.path or "")
+        except ModelSourceError as error:
+            raise ModelLoadFailed(f"model '{self.spec.id}': {error}") from None
 
     def memory_estimate(self) -> int:
         """Bytes the model will take: its weights' files, scaled when `dtype` casts

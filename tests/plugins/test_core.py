@@ -47,8 +47,20 @@ def test_a_misspelled_hookimpl_on_an_object_fails_create_app_too() -> None:
         def on_respons(self, response: Any) -> None:  # sic
             return None
 
-    with pytest.raises(ConfigError, match="on_respons"):
+    with pytest.raises(ConfigError, match="on_respons") as raised:
         create_app(echo_config(), plugin_manager(Misspelled()))
+    message = str(raised.value)
+    assert "plugin 'tests.plugins.test_core.Misspelled' implements 'on_respons'" in message
+    assert "did you mean 'on_response'?" in message and " at 0x" not in message
+
+
+def test_a_misspelled_hook_in_a_module_names_the_module_and_the_hook_meant() -> None:
+    with pytest.raises(ConfigError) as raised:
+        create_app(gateway_config(modules=[MODULES + "misspelled"]))
+    assert str(raised.value) == (
+        f"plugins: plugin '{MODULES}misspelled' implements 'rewrite_reqest', which is no hook; "
+        "did you mean 'rewrite_request'?"
+    )
 
 
 def test_unknown_plugin_module_is_a_config_error() -> None:

@@ -74,3 +74,11 @@ def test_installed_package_can_be_disabled_by_its_entry_point_name(installed_sho
         client(base_url).chat.completions.create(
             model="echo", messages=[{"role": "user", "content": "forbidden"}]
         )
+
+
+def test_the_example_package_depends_on_this_project() -> None:
+    """Its dependency is this project's distribution name (not PyPI's unrelated `gateway`)."""
+    ours = tomllib.loads((EXAMPLES.parents[1] / "pyproject.toml").read_text())["project"]["name"]
+    example = tomllib.loads((EXAMPLES / "pyproject.toml").read_text())["project"]
+    assert ours != "gateway"
+    assert example["dependencies"] == [ours]

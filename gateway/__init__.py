@@ -33,6 +33,7 @@ from gateway.errors import (
     UnsupportedField,
 )
 from gateway.hookspecs import hookimpl
+from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings, RawPrompt
 from gateway.protocol import ChatCompletionRequest, Message, ToolCall, replace
 from gateway.responses import ChatCompletion
 from gateway.tools import Tool
@@ -44,7 +45,10 @@ __all__ = [
     "BackendUnavailable",
     "ChatCompletion",
     "ChatCompletionRequest",
+    "CompletionRequest",
     "ConfigError",
+    "EmbeddingRequest",
+    "Embeddings",
     "GatewayConfig",
     "GatewayError",
     "GenerationChunk",
@@ -61,6 +65,7 @@ __all__ = [
     "PermissionDenied",
     "PluginFailed",
     "RateLimited",
+    "RawPrompt",
     "RequestContext",
     "TokenLogprob",
     "TokenUsage",

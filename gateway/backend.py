@@ -145,6 +145,10 @@ class Backend(Protocol):
 
     `supported_fields` names the request fields (beyond `CORE_FIELDS`) that the
     backend honours; a request setting any other field gets a 400 naming it.
+    Raw prompts (`gateway.prompts.CompletionRequest`) are fields too: `prompt`,
+    `echo`, `best_of`, `suffix`. Embeddings: a backend that lists `input` has
+    `async def embed(request: EmbeddingRequest, options) -> Embeddings` (optional;
+    without it an embedding request is a 400 naming `input`).
     """
 
     kind: ClassVar[str]
@@ -174,18 +178,23 @@ def _asks_for_something(name: str, value: Any) -> bool:
 
 
 @functools.cache
-def _unsupported_names(supported: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+def _unsupported_names(
+    request_type: type[ChatCompletionRequest], supported: frozenset[str]
+) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
     """The request fields a backend does not honour, in declaration order, and a getter for
-    their values (worked out once per backend kind)."""
+    their values (worked out once per request type and backend kind). A subclass's own
+    fields (`gateway.prompts`) come first: they are what its endpoint is about."""
+    fields = request_type.__struct_fields__
+    base = len(ChatCompletionRequest.__struct_fields__)
     allowed = CORE_FIELDS | supported
-    names = tuple(name for name in ChatCompletionRequest.__struct_fields__ if name not in allowed)
+    names = tuple(name for name in (*fields[base:], *fields[:base]) if name not in allowed)
     if len(names) > 1:
         return names, operator.attrgetter(*names)  # a tuple of values in one C call
     return names, lambda request: tuple(getattr(request, name) for name in names)
 
 
 def unsupported_fields(request: ChatCompletionRequest, backend: type[Backend] | Backend) -> list[str]:
-    names, values_of = _unsupported_names(frozenset(backend.supported_fields))
+    names, values_of = _unsupported_names(type(request), frozenset(backend.supported_fields))
     values = values_of(request)
     if values.count(None) == len(values):  # the usual case, at C speed
         return []

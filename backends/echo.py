@@ -137,7 +137,10 @@ class EchoBackend:
             if emitted == limit:
                 finish = "length"
                 break
-            if self.options.fail_after_tokens is not None and counter.tokens >= self.options.fail_after_tokens:
+            if (
+                self.options.fail_after_tokens is not None
+                and counter.tokens >= self.options.fail_after_tokens
+            ):
                 raise BackendFailed("echo backend failed on purpose (fail_after_tokens)")
             if self.options.delay_ms:
                 await asyncio.sleep(self.options.delay_ms / 1000)

@@ -13,6 +13,11 @@ The thread runs a continuous-batching loop. Each turn it
 4. sends each job the events of this turn with one `call_soon_threadsafe` per
    event loop.
 
+Embedding jobs (`embedding.EmbedJob`) run a chunk per turn, before the
+prefill: at full speed when nothing decodes, and while rows decode only
+within `embed_share` of the engine's time (each chunk's time is paid back by
+decode time before the next), so running streams keep most of their speed.
+
 The event loop is never blocked by MLX: `submit`/`cancel`/`call` only enqueue.
 """
 
@@ -34,6 +39,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import maybe_set_recommended_wired_limit
 
 from backends.mlx.batch import DecodeBatch, Extra, Prefill, can_batch
+from backends.mlx.embedding import EmbedJob
 from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
 from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
@@ -53,9 +59,11 @@ class Engine:
         max_batch_size: int = 16,
         prefill_step_size: int = 512,
         prefix_cache_bytes: int = 0,
+        embed_share: float = 0.15,
         name: str = "mlx",
     ) -> None:
         self.max_batch_size = max_batch_size
+        self.embed_share = embed_share
         self.prefill_step_size = prefill_step_size
         self.prefix_cache_bytes = prefix_cache_bytes
         self.prefix: PrefixCache | None = None  # KV states of earlier prompts (prefix_cache.py)
@@ -68,6 +76,8 @@ class Engine:
         self._prefill: Prefill | None = None
         self._batch: DecodeBatch | None = None
         self._dirty: list[Job] = []
+        self._embeds: deque[EmbedJob] = deque()
+        self._embed_debt = 0.0  # decode seconds owed to running rows before the next embed chunk
 
     # --- the event loop's side --------------------------------------------------------
 
@@ -82,6 +92,9 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         self._inbox.put(("submit", job))
+
+    def embed(self, job: EmbedJob) -> None:
+        self._inbox.put(("embed", job))
 
     def cancel(self, job: Job) -> None:
         """Stop a job (client gone); its rows leave the batch before the next step."""
@@ -104,6 +117,7 @@ class Engine:
             "running_rows": len(batch.rows) if batch is not None else 0,
             "waiting_requests": len({id(job) for job, _ in tuple(self._waiting)}),
             "prefilling": int(self._prefill is not None),
+            "embedding_requests": len(self._embeds),
             "max_batch_size": self.max_batch_size,
             **(prefix.stats() if prefix is not None else no_prefix_stats()),
         }
@@ -150,7 +164,7 @@ class Engine:
         self._flush()
 
     def _busy(self) -> bool:
-        return bool(self._waiting or self._prefill or (self._batch and len(self._batch)))
+        return bool(self._waiting or self._prefill or self._embeds or (self._batch and len(self._batch)))
 
     def _take_messages(self) -> bool:
         """Handle every queued message (waiting for one when idle); False on stop."""
@@ -168,6 +182,11 @@ class Engine:
                 self._admit(message[1])
             elif kind == "cancel":
                 self._cancel(message[1])
+            elif kind == "embed":
+                if self.model is None:
+                    message[1].resolve(BackendUnavailable("the model is not loaded"))
+                else:
+                    self._embeds.append(message[1])
             elif kind == "call":
                 _, function, args, future = message
                 if future.set_running_or_notify_cancel():
@@ -200,6 +219,8 @@ class Engine:
     def _turn(self) -> None:
         batch = self._batch
         assert batch is not None
+        embedding = self._embed_step(decoding=bool(len(batch)))
+        started = time.perf_counter()
         self._prefill_step()
         if len(batch):
             try:
@@ -212,6 +233,31 @@ class Engine:
             finished = self._emit(rows, tokens, extras)
             if finished:
                 batch.remove(finished)
+            if embedding or self._embed_debt:  # this turn's decode time pays the embeddings' back
+                self._embed_debt = max(0.0, self._embed_debt - (time.perf_counter() - started))
+
+    def _embed_step(self, decoding: bool) -> float:
+        """Run one chunk of the oldest embedding job, if its share allows; returns its seconds."""
+        while self._embeds and self._embeds[0].cancelled:
+            self._embeds.popleft()
+        if not self._embeds or (decoding and self._embed_debt > 0):
+            return 0.0
+        job = self._embeds[0]
+        started = time.perf_counter()
+        try:
+            job.step(self.model, self.prefill_step_size)
+        except Exception as error:
+            log.exception("embedding failed")
+            self._embeds.popleft()
+            job.resolve(error)
+            return time.perf_counter() - started
+        if job.finished:
+            self._embeds.popleft()
+            job.resolve()
+        spent = time.perf_counter() - started
+        if decoding:
+            self._embed_debt += spent * (1 - self.embed_share) / self.embed_share
+        return spent
 
     def _prefill_step(self) -> None:
         """Run one chunk of the current prefill, starting the next waiting one if it fits."""
@@ -329,6 +375,8 @@ class Engine:
             rows += job_rows
         self._waiting.clear()
         self._fail_rows(rows, error)
+        while self._embeds:
+            self._embeds.popleft().resolve(error)
 
     def _post(self, job: Job, event: Event) -> None:
         if not job.outbox:

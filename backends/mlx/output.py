@@ -69,7 +69,8 @@ class ChoiceOutput:
     """Turns one choice's generated tokens into chunks; see the module doc for the rules.
 
     `tools` (the request's tool definitions) is passed to the tool parser,
-    which some parsers use to convert argument types.
+    which some parsers use to convert argument types. `continuation`: the text
+    continues a raw prompt, so its leading space is kept.
     """
 
     def __init__(
@@ -86,9 +87,10 @@ class ChoiceOutput:
         top_logprobs: int = 0,
         parallel_tool_calls: bool = True,
         tools: Sequence[dict[str, Any]] | None = None,
+        continuation: bool = False,
     ) -> None:
         self._table = token_table(tokenizer)
-        self._decoder = TextDecoder(self._table)
+        self._decoder = TextDecoder(self._table, trim=not continuation)
         self._choice = choice
         think_start = getattr(tokenizer, "think_start", None)
         think_end = getattr(tokenizer, "think_end", None)

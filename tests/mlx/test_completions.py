@@ -214,3 +214,16 @@ def test_nan_never_reaches_the_wire(server: str) -> None:
     assert "NaN" not in response.text and not math.isnan(
         response.json()["choices"][0]["logprobs"]["token_logprobs"][1]
     )
+
+
+def test_the_upstream_backend_forwards_completions(client: openai.OpenAI, server: str) -> None:
+    """A front gateway's `openai` backend in front of this one: the same answer, legacy
+    logprobs (the echoed prompt's null first) and all."""
+    from tests.test_upstream_completions import front_for
+
+    fields: dict[str, Any] = {"prompt": [PROMPT, "Hi"], "n": 2, "echo": True, "logprobs": 1, "max_tokens": 3}
+    direct = client.completions.create(model="plain", **fields)
+    with front_for(server, "plain") as front:
+        forwarded = front.completions.create(model="remote", **fields)
+    assert [c.model_dump() for c in forwarded.choices] == [c.model_dump() for c in direct.choices]
+    assert forwarded.choices[0].logprobs.token_logprobs[0] is None

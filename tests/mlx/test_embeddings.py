@@ -144,3 +144,17 @@ def test_bad_bodies_get_400_error_objects(server: str, body: dict[str, Any], par
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
     assert httpx.get(f"{server}/health").status_code == 200
+
+
+def test_the_upstream_backend_forwards_embeddings(client: openai.OpenAI, server: str) -> None:
+    """A front gateway's `openai` backend in front of this one: the same vectors and usage."""
+    from tests.test_upstream_completions import front_for
+
+    direct = client.embeddings.create(model="tiny", input=TEXTS, encoding_format="float")
+    with front_for(server, "tiny") as front:
+        forwarded = front.embeddings.create(model="remote", input=TEXTS)
+        assert [item.embedding for item in forwarded.data] == [item.embedding for item in direct.data]
+        assert forwarded.usage.prompt_tokens == direct.usage.prompt_tokens
+        with pytest.raises(openai.BadRequestError) as refused:  # the upstream's own 400, passed on
+            front.embeddings.create(model="remote", input=TEXTS, dimensions=4)
+        assert refused.value.body["param"] == "dimensions"  # type: ignore[index]

@@ -179,8 +179,8 @@ def test_streamed_equals_non_streamed(client: openai.OpenAI, fields: dict[str, A
         assert parts[-1].finish_reason == choice.finish_reason
         if choice.logprobs is not None:
             streamed = [part.logprobs for part in parts if part.logprobs]
-            assert sum((lp.tokens for lp in streamed), []) == choice.logprobs.tokens
-            assert sum((lp.text_offset for lp in streamed), []) == choice.logprobs.text_offset
+            assert [token for lp in streamed for token in lp.tokens] == choice.logprobs.tokens
+            assert [offset for lp in streamed for offset in lp.text_offset] == choice.logprobs.text_offset
 
 
 @pytest.mark.parametrize(

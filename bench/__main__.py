@@ -18,6 +18,7 @@ SECTIONS = {
     "upstream": "bench.upstream_latency",
     "decode": "bench.mlx_decode",
     "serving": "bench.serving",
+    "embeddings": "bench.embeddings",
     "load": "bench.model_load",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"

@@ -64,6 +64,8 @@ class Engine:
     ) -> None:
         self.max_batch_size = max_batch_size
         self.embed_share = embed_share
+        # Embedding chunks are smaller than prefill chunks: a stream waits for one at most.
+        self.embed_step_size = max(16, prefill_step_size // 4)
         self.prefill_step_size = prefill_step_size
         self.prefix_cache_bytes = prefix_cache_bytes
         self.prefix: PrefixCache | None = None  # KV states of earlier prompts (prefix_cache.py)
@@ -219,7 +221,8 @@ class Engine:
     def _turn(self) -> None:
         batch = self._batch
         assert batch is not None
-        embedding = self._embed_step(decoding=bool(len(batch)))
+        streams = bool(len(batch) or self._waiting or self._prefill)
+        embedding = self._embed_step(streams)
         started = time.perf_counter()
         self._prefill_step()
         if len(batch):
@@ -233,19 +236,22 @@ class Engine:
             finished = self._emit(rows, tokens, extras)
             if finished:
                 batch.remove(finished)
-            if embedding or self._embed_debt:  # this turn's decode time pays the embeddings' back
-                self._embed_debt = max(0.0, self._embed_debt - (time.perf_counter() - started))
+        if streams and (embedding or self._embed_debt):  # this turn's stream work pays embeddings back
+            self._embed_debt = max(0.0, self._embed_debt - (time.perf_counter() - started))
 
-    def _embed_step(self, decoding: bool) -> float:
-        """Run one chunk of the oldest embedding job, if its share allows; returns its seconds."""
+    def _embed_step(self, streams: bool) -> float:
+        """Run one chunk of the oldest embedding job, if its share allows; returns its seconds.
+
+        `streams`: generation requests are decoding or waiting; then a chunk runs
+        only once the last one's time is paid back (`_embed_debt`)."""
         while self._embeds and self._embeds[0].cancelled:
             self._embeds.popleft()
-        if not self._embeds or (decoding and self._embed_debt > 0):
+        if not self._embeds or (streams and self._embed_debt > 0):
             return 0.0
         job = self._embeds[0]
         started = time.perf_counter()
         try:
-            job.step(self.model, self.prefill_step_size)
+            job.step(self.model, self.embed_step_size)
         except Exception as error:
             log.exception("embedding failed")
             self._embeds.popleft()
@@ -255,7 +261,7 @@ class Engine:
             self._embeds.popleft()
             job.resolve()
         spent = time.perf_counter() - started
-        if decoding:
+        if streams:
             self._embed_debt += spent * (1 - self.embed_share) / self.embed_share
         return spent
 

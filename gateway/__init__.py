@@ -6,6 +6,7 @@ The public API for plugin and backend authors is what this module exports.
 from gateway.app import create_app
 from gateway.backend import (
     Backend,
+    EmbeddingBackend,
     GenerationChunk,
     GenerationEnd,
     GenerationEvent,
@@ -47,6 +48,7 @@ __all__ = [
     "ChatCompletionRequest",
     "CompletionRequest",
     "ConfigError",
+    "EmbeddingBackend",
     "EmbeddingRequest",
     "Embeddings",
     "GatewayConfig",

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from msgspec import Struct
 
 from gateway.config import ModelConfig, convert_config
+from gateway.prompts import EmbeddingRequest, Embeddings
 from gateway.protocol import ChatCompletionRequest
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -146,9 +147,7 @@ class Backend(Protocol):
     `supported_fields` names the request fields (beyond `CORE_FIELDS`) that the
     backend honours; a request setting any other field gets a 400 naming it.
     Raw prompts (`gateway.prompts.CompletionRequest`) are fields too: `prompt`,
-    `echo`, `best_of`, `suffix`. Embeddings: a backend that lists `input` has
-    `async def embed(request: EmbeddingRequest, options) -> Embeddings` (optional;
-    without it an embedding request is a 400 naming `input`).
+    `echo`, `best_of`, `suffix`. Embeddings: see `EmbeddingBackend`.
     """
 
     kind: ClassVar[str]
@@ -168,6 +167,16 @@ class Backend(Protocol):
 
     async def unload(self) -> None:
         """Free the model's memory."""
+
+
+@runtime_checkable
+class EmbeddingBackend(Backend, Protocol):
+    """A backend that also embeds (optional: `Pipeline.embed` refuses others with a 400
+    naming `input`). It lists `input` (and `dimensions`, if it can) in `supported_fields`."""
+
+    async def embed(self, request: EmbeddingRequest, options: GenerationOptions) -> Embeddings:
+        """One unit vector per input of `request.raw_inputs`, in order, and their token count."""
+        ...
 
 
 _UNSET_VALUES: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}

@@ -64,8 +64,10 @@ class Engine:
     ) -> None:
         self.max_batch_size = max_batch_size
         self.embed_share = embed_share
-        # Embedding chunks are smaller than prefill chunks: a stream waits for one at most.
-        self.embed_step_size = max(16, prefill_step_size // 4)
+        # Embedding chunks, in tokens: smaller than prefill chunks, and smaller still
+        # beside running streams, which wait for one chunk at most.
+        self.embed_step_size = max(16, prefill_step_size // 8)
+        self.embed_step_beside_streams = max(16, prefill_step_size // 32)
         self.prefill_step_size = prefill_step_size
         self.prefix_cache_bytes = prefix_cache_bytes
         self.prefix: PrefixCache | None = None  # KV states of earlier prompts (prefix_cache.py)
@@ -251,7 +253,7 @@ class Engine:
         job = self._embeds[0]
         started = time.perf_counter()
         try:
-            job.step(self.model, self.embed_step_size)
+            job.step(self.model, self.embed_step_beside_streams if streams else self.embed_step_size)
         except Exception as error:
             log.exception("embedding failed")
             self._embeds.popleft()

@@ -69,6 +69,11 @@ class Embeddings(Struct):
     prompt_tokens: int
 
 
+def is_token_id(item: object) -> bool:
+    """A JSON value that can be a token id (booleans are not, though Python says int)."""
+    return isinstance(item, int) and not isinstance(item, bool) and item >= 0
+
+
 def prompt_messages(prompts: list[RawPrompt]) -> list[Message]:
     """The user messages that stand for `prompts` in the internal request."""
     return [Message(role="user", content=p if isinstance(p, str) else "") for p in prompts]

@@ -104,60 +104,53 @@ class OpenAIUpstreamBackend:
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
-        client = self._client
-        if client is None:
-            raise BackendUnavailable(f"model '{self.spec.id}' is not loaded")
         legacy = isinstance(request, CompletionRequest)
         body = completion_body(request, self.model) if legacy else request_body(request, self.model)
-        path = "/completions" if legacy else "/chat/completions"
         started = time.perf_counter()
-        tried: list[Upstream] = []
-        failure: UpstreamFailed = UpstreamUnreachable(f"no healthy upstream for model '{self.spec.id}'")
-        while (upstream := self.pool.pick(tried)) is not None:
-            tried.append(upstream)
-            upstream.outstanding += 1
-            try:
-                try:
-                    response = await self._open(client, upstream, body, options.request_id, path)
-                except _Retry as retry:
-                    failure = retry.error
-                    continue
-                try:
-                    async with aclosing(self._events(response, request, options, started)) as events:
-                        async for event in events:
-                            yield event
-                finally:
-                    await response.aclose()
-                return
-            finally:
-                upstream.outstanding -= 1
-        raise failure
+        path = "/completions" if legacy else "/chat/completions"
+        upstream, response = await self._connect(body, options.request_id, path)
+        try:
+            async with aclosing(self._events(response, request, options, started)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            await response.aclose()
+            upstream.outstanding -= 1
 
     async def embed(self, request: EmbeddingRequest, options: GenerationOptions) -> Embeddings:
-        """Forwarded to `{url}/embeddings` (as floats; the endpoint encodes base64 itself),
-        failing over like `generate` until an upstream answers."""
+        """Forwarded to `{url}/embeddings` (as floats; the endpoint encodes base64 itself)."""
+        body = embedding_body(request, self.model)
+        upstream, response = await self._connect(body, options.request_id, "/embeddings", stream=False)
+        try:
+            answer = await response.aread()
+        finally:
+            await response.aclose()
+            upstream.outstanding -= 1
+        return read_embeddings(answer, len(request.input))
+
+    async def _connect(
+        self, body: bytes, request_id: str, path: str, stream: bool = True
+    ) -> tuple[Upstream, httpx.Response]:
+        """The first upstream's 200 response, failing over to the next until headers arrive.
+
+        The upstream's `outstanding` count is left raised: the caller lowers it
+        once it has read the response."""
         client = self._client
         if client is None:
             raise BackendUnavailable(f"model '{self.spec.id}' is not loaded")
-        body = embedding_body(request, self.model)
         tried: list[Upstream] = []
         failure: UpstreamFailed = UpstreamUnreachable(f"no healthy upstream for model '{self.spec.id}'")
         while (upstream := self.pool.pick(tried)) is not None:
             tried.append(upstream)
             upstream.outstanding += 1
             try:
-                response = await self._open(
-                    client, upstream, body, options.request_id, "/embeddings", stream=False
-                )
-                try:
-                    answer = await response.aread()
-                finally:
-                    await response.aclose()
-                return read_embeddings(answer, len(request.input))
+                return upstream, await self._open(client, upstream, body, request_id, path, stream)
             except _Retry as retry:
                 failure = retry.error
-            finally:
                 upstream.outstanding -= 1
+            except BaseException:
+                upstream.outstanding -= 1
+                raise
         raise failure
 
     async def _open(

@@ -19,7 +19,7 @@ from gateway.endpoints.completions.stream import CompletionStreamWriter, complet
 from gateway.endpoints.completions.wire import CompletionChoice, CompletionCreate, TextCompletion
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.pipeline import Outcome, PreparedRequest
-from gateway.prompts import CompletionRequest, RawPrompt, prompt_messages, token_ids
+from gateway.prompts import CompletionRequest, RawPrompt, is_token_id, prompt_messages, token_ids
 
 _decoder = msgspec.json.Decoder(CompletionCreate)
 _encode = msgspec.json.Encoder().encode
@@ -38,11 +38,11 @@ def prompts(value: str | list[Any]) -> list[RawPrompt]:
         raise InvalidRequest(f"'prompt' may hold at most {MAX_PROMPTS} prompts", param="prompt")
     if all(isinstance(item, str) for item in value):
         return list(value)
-    if all(_is_token_id(item) for item in value):
+    if all(is_token_id(item) for item in value):
         return [list(value)]
     if all(isinstance(item, list) for item in value):
         for index, ids in enumerate(value):
-            if not ids or not all(_is_token_id(item) for item in ids):
+            if not ids or not all(is_token_id(item) for item in ids):
                 raise InvalidRequest(
                     "each token-id prompt must be a non-empty list of token ids", param=f"prompt[{index}]"
                 )
@@ -51,10 +51,6 @@ def prompts(value: str | list[Any]) -> list[RawPrompt]:
         "'prompt' must be a string, a list of strings, a list of token ids, or a list of token-id lists",
         param="prompt",
     )
-
-
-def _is_token_id(item: Any) -> bool:
-    return isinstance(item, int) and not isinstance(item, bool) and item >= 0
 
 
 def internal_request(body: CompletionCreate) -> CompletionRequest:

@@ -18,7 +18,7 @@ from gateway.endpoints import error_response, pipeline_of
 from gateway.endpoints.embeddings.wire import Embedding, EmbeddingCreate, EmbeddingList, EmbeddingUsage
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context, read_body
-from gateway.prompts import EmbeddingRequest, Embeddings, RawPrompt, prompt_messages, token_ids
+from gateway.prompts import EmbeddingRequest, Embeddings, RawPrompt, is_token_id, prompt_messages, token_ids
 
 _decoder = msgspec.json.Decoder(EmbeddingCreate)
 _encode = msgspec.json.Encoder().encode
@@ -27,7 +27,7 @@ MAX_INPUTS = 2048  # OpenAI's limit
 
 def inputs(value: str | list[Any]) -> list[RawPrompt]:
     """`input` as a list of inputs: a string, strings, token ids, or token-id lists."""
-    if isinstance(value, str) or value and all(_is_token_id(item) for item in value):
+    if isinstance(value, str) or value and all(is_token_id(item) for item in value):
         value = [value]
     if not value:
         raise InvalidRequest("'input' must not be empty", param="input")
@@ -35,7 +35,7 @@ def inputs(value: str | list[Any]) -> list[RawPrompt]:
         raise InvalidRequest(f"'input' may hold at most {MAX_INPUTS} inputs", param="input")
     result: list[RawPrompt] = []
     for index, item in enumerate(value):
-        if isinstance(item, str) or (isinstance(item, list) and all(_is_token_id(i) for i in item)):
+        if isinstance(item, str) or (isinstance(item, list) and all(is_token_id(i) for i in item)):
             if not item:
                 raise InvalidRequest("an input must not be empty", param=f"input[{index}]")
             result.append(item if isinstance(item, str) else list(item))
@@ -45,10 +45,6 @@ def inputs(value: str | list[Any]) -> list[RawPrompt]:
                 param=f"input[{index}]",
             )
     return result
-
-
-def _is_token_id(item: Any) -> bool:
-    return isinstance(item, int) and not isinstance(item, bool) and item >= 0
 
 
 def internal_request(body: EmbeddingCreate) -> EmbeddingRequest:

@@ -225,7 +225,7 @@ class MLXBackend:
         With `echo`, each choice opens with its prompt's text (and with logprobs,
         the prompt tokens' logprobs, computed on the engine thread first)."""
         from backends.mlx.jobs import Job, JobDone
-        from backends.mlx.prompt_logprobs import logprob_entries, prompt_logprobs
+        from backends.mlx.prompt_logprobs import PromptScorer, logprob_entries
 
         engine, tokenizer = self._ready()
         prompts = await asyncio.to_thread(self._tokenize, request.raw_prompts, "prompt")
@@ -237,10 +237,10 @@ class MLXBackend:
                 text = raw if isinstance(raw, str) else await asyncio.to_thread(tokenizer.decode, tokens)
                 entries = None
                 if request.logprobs:
-                    scores = await asyncio.wrap_future(
-                        engine.call(prompt_logprobs, engine.model, tokens, top)
-                    )
-                    entries = logprob_entries(tokenizer, tokens, scores)
+                    scorer = PromptScorer(engine.model, tokens, top, engine.prefill_step_size)
+                    while not scorer.done:
+                        await asyncio.wrap_future(engine.call(scorer.step))
+                    entries = logprob_entries(tokenizer, tokens, scorer.scores)
                 for copy in range(n):
                     yield GenerationChunk(choice=number * n + copy, text=text, logprobs=entries)
         queue: asyncio.Queue[list[Any]] = asyncio.Queue()

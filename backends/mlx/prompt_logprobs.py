@@ -1,8 +1,8 @@
 """The logprobs of a prompt's own tokens, for an echoed legacy completion.
 
-Runs on the engine thread (`Engine.call`, between decode steps): one forward
-pass over the whole prompt, and each token's logprob under the positions
-before it. The first token has none (NaN: no context predicts it).
+Runs on the engine thread (`Engine.call`, between decode steps), a chunk of
+the prompt per call: each token's logprob under the positions before it. The
+first token has none (NaN: no context predicts it).
 """
 
 from __future__ import annotations
@@ -16,29 +16,47 @@ from mlx import nn
 from backends.mlx.output_text import token_table
 from gateway.backend import TokenLogprob, TopLogprob
 
-
-def prompt_logprobs(
-    model: nn.Module, tokens: list[int], top: int
-) -> list[tuple[float, list[tuple[int, float]]]]:
-    """(logprob, top (id, logprob)s) of every prompt token; the first is (NaN, [])."""
-    logits = model(mx.array(tokens)[None])[0, :-1].astype(mx.float32)
-    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    chosen = mx.take_along_axis(logprobs, mx.array(tokens[1:])[:, None], axis=-1)[:, 0]
-    best = mx.argsort(-logprobs, axis=-1)[:, :top] if top else None
-    best_values = mx.take_along_axis(logprobs, best, axis=-1) if best is not None else None
-    mx.eval(chosen, *(a for a in (best, best_values) if a is not None))
-    result: list[tuple[float, list[tuple[int, float]]]] = [(math.nan, [])]
-    ids = best.tolist() if best is not None else None
-    values = best_values.tolist() if best_values is not None else None
-    for position, value in enumerate(chosen.tolist()):
-        pairs = list(zip(ids[position], values[position], strict=True)) if ids and values else []
-        result.append((value, pairs))
-    return result
+Score = tuple[float, list[tuple[int, float]]]  # (logprob, top (id, logprob)s)
 
 
-def logprob_entries(
-    tokenizer: Any, tokens: list[int], scores: list[tuple[float, list[tuple[int, float]]]]
-) -> list[TokenLogprob]:
+class PromptScorer:
+    """Scores a prompt a chunk at a time, each `step` one `Engine.call`, so running
+    streams decode between chunks (a KV cache carries the context over)."""
+
+    def __init__(self, model: nn.Module, tokens: list[int], top: int, chunk: int) -> None:
+        self.model, self.tokens, self.top, self.chunk = model, tokens, top, chunk
+        self.cache: list[Any] | None = None
+        self.position = 0  # tokens run through the model so far
+        self.scores: list[Score] = [(math.nan, [])]  # the first token has no context
+
+    @property
+    def done(self) -> bool:
+        return len(self.scores) == len(self.tokens)
+
+    def step(self) -> None:
+        """On the engine thread: the next chunk's logits score the tokens that follow them."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        if self.cache is None:
+            self.cache = make_prompt_cache(self.model)
+        end = min(self.position + self.chunk, len(self.tokens) - 1)
+        logits = self.model(mx.array(self.tokens[self.position : end])[None], cache=self.cache)[0]
+        logits = logits.astype(mx.float32)
+        logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+        following = mx.array(self.tokens[self.position + 1 : end + 1], dtype=mx.int32)[:, None]
+        chosen = mx.take_along_axis(logprobs, following, axis=-1)[:, 0]
+        best = mx.argsort(-logprobs, axis=-1)[:, : self.top] if self.top else None
+        best_values = mx.take_along_axis(logprobs, best, axis=-1) if best is not None else None
+        mx.eval(chosen, *(a for a in (best, best_values) if a is not None))
+        ids = best.tolist() if best is not None else None
+        values = best_values.tolist() if best_values is not None else None
+        for index, value in enumerate(chosen.tolist()):
+            pairs = list(zip(ids[index], values[index], strict=True)) if ids and values else []
+            self.scores.append((value, pairs))
+        self.position = end
+
+
+def logprob_entries(tokenizer: Any, tokens: list[int], scores: list[Score]) -> list[TokenLogprob]:
     """The prompt tokens' logprobs as chat-style entries (the shape generated tokens have)."""
     piece = token_table(tokenizer).piece
     entries = []

@@ -38,6 +38,11 @@ def app(model_paths: dict[str, Path]) -> Any:
         if name in SCRIPTED
     }
     models["tiny"] = {"backend": "mlx", "path": str(model_paths["tiny"])}
+    models["tiny-chunked"] = {
+        "backend": "mlx",
+        "path": str(model_paths["tiny"]),
+        "options": {"prefill_step_size": 16},
+    }
     models["small-context"] = {
         "backend": "mlx",
         "path": str(model_paths["plain"]),
@@ -124,6 +129,27 @@ def test_echo_with_logprobs_scores_the_prompt(client: openai.OpenAI, tokenizer: 
     assert logprobs.text_offset[len(prompt_tokens)] == len(PROMPT)
     assert [len(top) for top in logprobs.top_logprobs] == [0] + [1] * len(prompt_tokens)
     assert completion.choices[0].finish_reason == "length"
+
+
+def test_a_long_prompt_is_scored_in_chunks_with_the_same_logprobs(client: openai.OpenAI) -> None:
+    fields: dict[str, Any] = {"prompt": " ".join(["lighthouse keeper"] * 12), "echo": True, "logprobs": 3}
+    whole = client.completions.create(model="tiny", max_tokens=1, temperature=0, **fields).choices[0].logprobs
+    chunked = client.completions.create(model="tiny-chunked", max_tokens=1, temperature=0, **fields)
+    logprobs = chunked.choices[0].logprobs
+    assert len(logprobs.tokens) > 40 and logprobs.tokens == whole.tokens
+    assert logprobs.token_logprobs[0] is None
+    assert logprobs.token_logprobs[1:] == pytest.approx(whole.token_logprobs[1:], abs=1e-4)
+    assert [list(top) for top in logprobs.top_logprobs] == [list(top) for top in whole.top_logprobs]
+
+
+def test_echo_with_logprobs_of_a_one_token_prompt(
+    client: openai.OpenAI, model_paths: dict[str, Path]
+) -> None:
+    hello = script_info(model_paths["plain"])["tokens"][0]
+    completion = client.completions.create(model="plain", prompt=[hello], echo=True, logprobs=0, max_tokens=1)
+    logprobs = completion.choices[0].logprobs
+    assert completion.choices[0].text == "Hello there"
+    assert logprobs.tokens == ["Hello", " there"] and logprobs.token_logprobs[0] is None
 
 
 def test_best_of_keeps_the_highest_mean_logprob(client: openai.OpenAI) -> None:

@@ -97,7 +97,8 @@ class EchoBackend:
     ) -> AsyncIterator[GenerationEvent]:
         started = time.perf_counter()
         limit = request.max_tokens or 16
-        calls = _tool_calls(request)
+        raw = isinstance(request, CompletionRequest)
+        calls = [] if raw else _tool_calls(request)
         if isinstance(request, CompletionRequest):  # raw prompts: each continued with its own words
             texts = [p if isinstance(p, str) else " ".join(map(str, p)) for p in request.raw_prompts]
             prompt_tokens = sum(len(text.split()) for text in texts)

@@ -106,3 +106,16 @@ def test_token_limits_count_embeddings_and_completions() -> None:
             bob.embeddings.create(model="vectors", input="one")
         with pytest.raises(openai.RateLimitError):
             bob.completions.create(model="echo", prompt="one")
+
+
+@pytest.mark.hooks("route_tool_call")
+def test_server_tools_are_not_offered_to_raw_prompts() -> None:
+    """A raw prompt has no chat to call tools from: `call calculator ...` is just text."""
+    config = gateway_config({"tools": {"rules": [{"models": ["*"], "tools": ["calculator"]}]}})
+    with serve(config) as base_url:
+        prompt = 'call calculator {"expression": "1 + 2"}'
+        completion = client(base_url).completions.create(model="echo", prompt=prompt, max_tokens=3)
+        assert (completion.choices[0].text, completion.choices[0].finish_reason) == (
+            'call calculator {"expression":',
+            "length",
+        )

@@ -300,9 +300,11 @@ class MLXBackend:
     async def embed(self, request: EmbeddingRequest, options: GenerationOptions) -> Embeddings:
         """Pooled, L2-normalised final hidden states, one vector per input, batched on the
         engine thread between decode steps (`backends.mlx.embedding`)."""
-        from backends.mlx.embedding import EmbedJob
+        from backends.mlx.embedding import EmbedJob, hidden_states_of
 
         engine, _ = self._ready()
+        if hidden_states_of(engine.model) is None:
+            raise UnsupportedField("input", self.kind, f"model '{self.spec.id}' exposes no hidden states")
         inputs = await asyncio.to_thread(self._tokenize, request.raw_inputs, "input")
         if self._max_context is not None:
             for index, tokens in enumerate(inputs):

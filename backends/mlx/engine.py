@@ -319,11 +319,14 @@ class Engine:
                 job.timings.first_token = now
             row.generated += 1
             row.tokens.append(token)
+            extra = extras.get(row)
             if token in job.eos_ids:
-                self._finish(row, "stop")
+                end = (
+                    TokenStep(token, *extra) if extra and getattr(row.output, "reports_end", False) else None
+                )
+                self._finish(row, "stop", end)
                 finished.add(row)
                 continue
-            extra = extras.get(row)
             try:
                 chunk = row.output.feed(TokenStep(token, *extra) if extra else TokenStep(token))
                 if chunk is not None:
@@ -340,11 +343,13 @@ class Engine:
                 finished.update(job.rows)
         return finished
 
-    def _finish(self, row: Row, reason: str) -> None:
+    def _finish(self, row: Row, reason: str, end: TokenStep | None = None) -> None:
+        """`end`: the end-of-sequence token, for outputs that report its logprob."""
         row.finished = True
         job = row.job
         self._keep_reply(row)
-        self._post(job, row.output.finish(reason))  # type: ignore[arg-type]
+        chunk = row.output.finish(reason) if end is None else row.output.finish(reason, end)  # type: ignore[arg-type, call-arg]
+        self._post(job, chunk)
         job.rows_left -= 1
         if job.rows_left == 0:
             job.timings.finished = time.perf_counter()

@@ -110,9 +110,10 @@ def test_legacy_logprobs(client: openai.OpenAI, model_paths: dict[str, Path]) ->
     want = expected_logprobs(script_info(model_paths["plain"])["vocab_size"])
     completion = client.completions.create(model="plain", prompt=PROMPT, logprobs=2)
     logprobs = completion.choices[0].logprobs
-    assert logprobs.tokens == ["Hello", " there", "!"]
-    assert logprobs.token_logprobs == pytest.approx([want.successor] * 3, abs=1e-4)
-    assert logprobs.text_offset == [0, 5, 11]
+    # The end of sequence is a token of the answer too (not of its text), as the legacy API lists it.
+    assert logprobs.tokens == ["Hello", " there", "!", "<|im_end|>"]
+    assert logprobs.token_logprobs == pytest.approx([want.successor] * 4, abs=1e-4)
+    assert logprobs.text_offset == [0, 5, 11, 12]
     for token, top in zip(logprobs.tokens, logprobs.top_logprobs, strict=True):
         assert list(top) == [token, RUNNER_UP]
         assert top[RUNNER_UP] == pytest.approx(want.runner_up, abs=1e-4)

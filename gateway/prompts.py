@@ -33,7 +33,7 @@ class CompletionRequest(ChatCompletionRequest, kw_only=True):
     `logprobs`, the prompt tokens' logprobs, the first one's NaN: it has no
     context). `best_of`: the endpoint asks for that many choices per prompt and
     keeps the best (backends only need to accept the field). `suffix`: text that
-    follows the completion (infilling)."""
+    follows the completion (fill-in-the-middle)."""
 
     prompt: list[list[int] | None]
     echo: bool | None = None

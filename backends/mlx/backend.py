@@ -108,6 +108,7 @@ class MLXBackend:
             "prompt",  # raw prompts (legacy completions): tokenized as they are
             "echo",
             "best_of",
+            "suffix",  # models with fill-in-the-middle tokens (`infill.py`); others refuse it
             "input",  # embeddings (`embed`)
             "dimensions",
         }
@@ -229,6 +230,8 @@ class MLXBackend:
 
         engine, tokenizer = self._ready()
         prompts = await asyncio.to_thread(self._tokenize, request.raw_prompts, "prompt")
+        if request.suffix is not None:
+            prompts = await asyncio.to_thread(self._infill, request, prompts)
         n = request.n or 1
         limits = [self._token_limit(request, len(tokens), "prompt") for tokens in prompts]
         if request.echo:
@@ -282,6 +285,20 @@ class MLXBackend:
                 for job in jobs:
                     engine.cancel(job)
         yield GenerationEnd(usage=usage)
+
+    def _infill(self, request: CompletionRequest, prompts: list[list[int]]) -> list[list[int]]:
+        """Each prompt wrapped for fill-in-the-middle with the request's `suffix`."""
+        from backends.mlx.infill import fim_tokens, infill_prompt
+
+        markers = fim_tokens(self._tokenizer)
+        if markers is None:
+            raise UnsupportedField(
+                "suffix", self.kind, f"model '{self.spec.id}' has no fill-in-the-middle tokens"
+            )
+        if request.echo:
+            raise InvalidRequest("'suffix' cannot be used with 'echo'", param="suffix")
+        suffix = request.suffix or ""
+        return [infill_prompt(self._tokenizer, tokens, suffix, markers) for tokens in prompts]
 
     def _raw_output(self, request: CompletionRequest, choice: int) -> Any:
         """A raw continuation's output: plain text (no reasoning or tool parsing)."""

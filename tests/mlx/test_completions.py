@@ -19,15 +19,21 @@ import pytest
 pytest.importorskip("mlx.core")
 
 from tests.support.apps import mlx_app
-from tests.support.mlx_models import RUNNER_UP, expected_logprobs, script_info
+from tests.support.mlx_models import EOS, RUNNER_UP, Script, expected_logprobs, script_info
 
 SCRIPTED = ("plain", "stop", "endless")
+# A code model's fill-in-the-middle tokens, then what it writes after `<|fim_middle|>`.
+FIM = Script(("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "return", " 1", EOS))
 PROMPT = "Once upon a time"
 
 
 @pytest.fixture(scope="module")
 def model_paths(scripted_model: Callable[[str], Path], tiny_llama_path: Path) -> dict[str, Path]:
-    return {"tiny": tiny_llama_path, **{name: scripted_model(name) for name in SCRIPTED}}
+    return {
+        "tiny": tiny_llama_path,
+        "fim": scripted_model(FIM),
+        **{name: scripted_model(name) for name in SCRIPTED},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,7 @@ def app(model_paths: dict[str, Path]) -> Any:
         if name in SCRIPTED
     }
     models["tiny"] = {"backend": "mlx", "path": str(model_paths["tiny"])}
+    models["fim"] = {"backend": "mlx", "path": str(model_paths["fim"]), "defaults": {"temperature": 0.0}}
     models["tiny-chunked"] = {
         "backend": "mlx",
         "path": str(model_paths["tiny"]),
@@ -208,6 +215,22 @@ def test_streamed_equals_non_streamed(client: openai.OpenAI, fields: dict[str, A
             streamed = [part.logprobs for part in parts if part.logprobs]
             assert [token for lp in streamed for token in lp.tokens] == choice.logprobs.tokens
             assert [offset for lp in streamed for offset in lp.text_offset] == choice.logprobs.text_offset
+
+
+def test_suffix_fills_in_the_middle_on_a_model_with_fim_tokens(
+    client: openai.OpenAI, model_paths: dict[str, Path]
+) -> None:
+    from mlx_lm.tokenizer_utils import load
+
+    tokenizer = load(model_paths["fim"])
+    prompt, suffix = "def one():\n    ", "\n\nprint(one())"
+    completion = client.completions.create(model="fim", prompt=prompt, suffix=suffix)
+    assert (completion.choices[0].text, completion.choices[0].finish_reason) == ("return 1", "stop")
+    wrapped = len(tokenizer.encode(prompt)) + len(tokenizer.encode(suffix, add_special_tokens=False)) + 3
+    assert completion.usage.prompt_tokens == wrapped
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.completions.create(model="fim", prompt=prompt, suffix=suffix, echo=True)
+    assert refused.value.body["param"] == "suffix"  # type: ignore[index]
 
 
 @pytest.mark.parametrize(

@@ -119,3 +119,20 @@ def test_server_tools_are_not_offered_to_raw_prompts() -> None:
             'call calculator {"expression":',
             "length",
         )
+
+
+class AddsAPrompt:
+    @hookimpl
+    def rewrite_request(self, request: ChatCompletionRequest) -> ChatCompletionRequest:
+        return replace(request, messages=[*request.messages, Message(role="user", content="one more")])
+
+
+def test_a_plugin_that_changes_the_number_of_prompts_gets_a_400() -> None:
+    config = gateway_config(vectors={"backend": "word-length"})
+    with serve(config, production_manager(config, AddsAPrompt(), Backends())) as base_url:
+        with pytest.raises(openai.BadRequestError) as completion:
+            client(base_url).completions.create(model="echo", prompt="a")
+        assert completion.value.body["param"] == "prompt"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError) as embedding:
+            client(base_url).embeddings.create(model="vectors", input="a")
+        assert embedding.value.body["param"] == "input"  # type: ignore[index]

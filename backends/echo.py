@@ -10,6 +10,10 @@ arguments>` makes the model call that tool when the request offers it (one such
 line per call, for parallel calls); after a `tool` message it answers
 `tool <name> said: <result>`.
 
+It counts a prompt's tokens (`count_tokens`, for Messages' count_tokens) as it
+counts them for usage: words plus one per message; a stop string that ends the
+answer is named on the last chunk (`stop_sequence`).
+
 Options (`[models.x.options]`): `delay_ms` per token, `fail_after_tokens` to
 simulate an engine failure mid-stream, `echo_system` to answer with the system
 prompt instead (to see what prompt-rewriting plugins send).
@@ -92,6 +96,9 @@ class EchoBackend:
                 "echo calls a tool only when the last user message is 'call <that name> <json>'",
             )
 
+    async def count_tokens(self, request: ChatCompletionRequest) -> int:
+        return _prompt_tokens(request)
+
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
@@ -105,7 +112,7 @@ class EchoBackend:
             turns = [(text, _words(text, limit if options.bench else None)) for text in texts]
             echo = bool(request.echo)
         else:
-            prompt_tokens = sum(len(message.text().split()) + 1 for message in request.messages)
+            prompt_tokens = _prompt_tokens(request)
             words = [] if calls else _reply_words(request, limit if options.bench else None, self.options)
             turns, echo = [("", words)], False
         counter = _Counter()
@@ -133,7 +140,7 @@ class EchoBackend:
         counter: _Counter,
     ) -> AsyncIterator[GenerationChunk]:
         emitted, text = 0, ""
-        finish = "stop"
+        finish, matched = "stop", None
         for word in words:
             if emitted == limit:
                 finish = "length"
@@ -147,6 +154,7 @@ class EchoBackend:
                 await asyncio.sleep(self.options.delay_ms / 1000)
             stop_at = _stop_position(text + word, request.stop_strings) if not options.bench else None
             if stop_at is not None:
+                stop_at, matched = stop_at
                 piece = (text + word)[:stop_at][len(text) :]
                 if piece:
                     yield GenerationChunk(choice=choice, text=piece)
@@ -164,7 +172,8 @@ class EchoBackend:
             yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, call_id, name)])
             yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, arguments=arguments)])
             finish = "tool_calls"
-        yield GenerationChunk(choice=choice, finish_reason=finish)  # type: ignore[arg-type]
+        stopped_by = matched if finish == "stop" else None
+        yield GenerationChunk(choice=choice, finish_reason=finish, stop_sequence=stopped_by)  # type: ignore[arg-type]
 
 
 class _Counter:
@@ -220,9 +229,15 @@ def _tool_calls(request: ChatCompletionRequest) -> list[tuple[str, str]]:
     return calls if all(name in offered for name, _ in calls) else []  # like a model: offered tools only
 
 
-def _stop_position(text: str, stops: list[str]) -> int | None:
-    positions = [text.find(stop) for stop in stops if stop in text]
-    return min(positions) if positions else None
+def _stop_position(text: str, stops: list[str]) -> tuple[int, str] | None:
+    """Where the first stop string in `text` starts, and which one it is."""
+    positions = [(text.find(stop), stop) for stop in stops if stop in text]
+    return min(positions, key=lambda found: found[0]) if positions else None
+
+
+def _prompt_tokens(request: ChatCompletionRequest) -> int:
+    """The prompt's "tokens": its words, plus one per message."""
+    return sum(len(message.text().split()) + 1 for message in request.messages)
 
 
 @hookimpl

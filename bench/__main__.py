@@ -15,6 +15,7 @@ from pathlib import Path
 
 SECTIONS = {
     "overhead": "bench.gateway_overhead",
+    "endpoints": "bench.endpoint_overhead",
     "upstream": "bench.upstream_latency",
     "decode": "bench.mlx_decode",
     "serving": "bench.serving",

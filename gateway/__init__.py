@@ -6,7 +6,7 @@ The public API for plugin and backend authors is what this module exports.
 from gateway.app import create_app
 from gateway.backend import (
     Backend,
-    EmbeddingBackend,
+    Embedder,
     GenerationChunk,
     GenerationEnd,
     GenerationEvent,
@@ -25,6 +25,7 @@ from gateway.errors import (
     AuthenticationFailed,
     BackendFailed,
     BackendUnavailable,
+    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     ModelNotFound,
@@ -35,20 +36,35 @@ from gateway.errors import (
 )
 from gateway.hookspecs import hookimpl
 from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings, RawPrompt
-from gateway.protocol import ChatCompletionRequest, Message, ToolCall, replace
+from gateway.protocol import (
+    CEILING_FIELDS,
+    FIELDS,
+    GATEWAY_FIELDS,
+    SAMPLING_FIELDS,
+    ChatCompletionRequest,
+    Handling,
+    Message,
+    ToolCall,
+    replace,
+)
 from gateway.responses import ChatCompletion
 from gateway.tools import Tool
 
 __all__ = [
+    "CEILING_FIELDS",
+    "FIELDS",
+    "GATEWAY_FIELDS",
+    "SAMPLING_FIELDS",
     "AuthenticationFailed",
     "Backend",
     "BackendFailed",
     "BackendUnavailable",
     "ChatCompletion",
     "ChatCompletionRequest",
+    "ClientDisconnected",
     "CompletionRequest",
     "ConfigError",
-    "EmbeddingBackend",
+    "Embedder",
     "EmbeddingRequest",
     "Embeddings",
     "GatewayConfig",
@@ -58,6 +74,7 @@ __all__ = [
     "GenerationEvent",
     "GenerationOptions",
     "GenerationStats",
+    "Handling",
     "Identity",
     "InvalidRequest",
     "Message",

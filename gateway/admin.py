@@ -23,7 +23,7 @@ from gateway.routes import model_card
 
 log = structlog.get_logger("gateway.admin")
 _encode = msgspec.json.Encoder().encode
-_LOOPBACK = ("127.", "::1", "localhost", "testclient")
+_LOOPBACK = ("127.", "::1", "localhost")
 
 
 class ModelBusy(GatewayError):

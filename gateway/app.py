@@ -17,7 +17,7 @@ import pluggy
 import structlog
 from litestar import Litestar, Request, Response
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
 
 from gateway.admin import ADMIN_ROUTES, reload_config
@@ -53,11 +53,28 @@ def _on_gateway_error(_: Request[Any, Any, Any], error: GatewayError) -> Respons
     return _error_response(error)
 
 
-def _on_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
+def _on_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
     error_type, code = _HTTP_ERRORS.get(error.status_code, ("invalid_request_error", "http_error"))
-    failure = GatewayError(error.detail, code=code)
+    message = error.detail
+    if isinstance(error, NotFoundException) and not request.scope.get("route_handler"):
+        message = (
+            f"Unknown route {request.method} {request.url.path}; this gateway serves {_route_list(request)}"
+        )
+    failure = GatewayError(message, code=code)
     failure.status_code, failure.error_type = error.status_code, error_type
     return _error_response(failure)
+
+
+def _route_list(request: Request[Any, Any, Any]) -> str:
+    """The API routes, as "POST /v1/chat/completions, ..." (the OpenAPI pages left out)."""
+    routes = sorted(
+        (route.path, method)
+        for route in request.app.routes
+        if not route.path.startswith("/schema")
+        for method in getattr(route, "methods", ())
+        if method not in ("HEAD", "OPTIONS")
+    )
+    return ", ".join(f"{method} {path.replace(':path}', '}')}" for path, method in routes)
 
 
 def _on_unexpected_error(_: Request[Any, Any, Any], error: Exception) -> Response[Any]:

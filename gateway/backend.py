@@ -15,13 +15,13 @@ import functools
 import operator
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol
 
 from msgspec import Struct
 
 from gateway.config import ModelConfig, convert_config
 from gateway.prompts import EmbeddingRequest, Embeddings
-from gateway.protocol import ChatCompletionRequest
+from gateway.protocol import GATEWAY_FIELDS, ChatCompletionRequest
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
 
@@ -57,6 +57,7 @@ class GenerationChunk(Struct, omit_defaults=True):
     tool_calls: list[ToolCallDelta] | None = None
     logprobs: list[TokenLogprob] | None = None
     finish_reason: FinishReason | None = None
+    stop_sequence: str | None = None  # with finish_reason "stop": the stop string that matched
 
 
 class TokenUsage(Struct):
@@ -136,18 +137,14 @@ class ModelSpec(Struct, frozen=True):
         return convert_config(self.config.options, type_, f'models."{self.id}".options')
 
 
-# Fields every backend gets for free: the gateway itself handles them.
-CORE_FIELDS = frozenset({"model", "messages", "stream", "stream_options", "user"})
-
-
-@runtime_checkable
 class Backend(Protocol):
-    """A model engine. Implementations need not subclass anything.
+    """A model engine. Implementations need not subclass anything (docs/backends.md).
 
-    `supported_fields` names the request fields (beyond `CORE_FIELDS`) that the
-    backend honours; a request setting any other field gets a 400 naming it.
+    `supported_fields` names the request fields (beyond `GATEWAY_FIELDS`, which the
+    gateway handles for every backend) that the backend honours; a request setting
+    any other field gets a 400 naming it.
     Raw prompts (`gateway.prompts.CompletionRequest`) are fields too: `prompt`,
-    `echo`, `best_of`, `suffix`. Embeddings: see `EmbeddingBackend`.
+    `echo`, `best_of`, `suffix`. Embeddings: see `Embedder`.
     """
 
     kind: ClassVar[str]
@@ -168,11 +165,27 @@ class Backend(Protocol):
     async def unload(self) -> None:
         """Free the model's memory."""
 
+    def memory_estimate(self) -> int:
+        """Bytes the loaded model will take, before `load` (0 when it holds none here):
+        the registry makes room for it within `server.memory_budget`. Cheap."""
+        ...
 
-@runtime_checkable
-class EmbeddingBackend(Backend, Protocol):
-    """A backend that also embeds (optional: `Pipeline.embed` refuses others with a 400
-    naming `input`). It lists `input` (and `dimensions`, if it can) in `supported_fields`."""
+    def stats(self) -> dict[str, Any]:
+        """Figures for `GET /v1/models` (`backend_stats`): JSON-safe, cheap, any time."""
+        ...
+
+
+class TokenCounter(Protocol):
+    """Optional on a backend: the prompt's token count for a request, as `generate` would
+    render it (Anthropic's count_tokens). A backend without it answers that route a 400."""
+
+    async def count_tokens(self, request: ChatCompletionRequest) -> int: ...
+
+
+class Embedder(Protocol):
+    """Optional on a backend: embeddings (`/v1/embeddings`). It lists `input` (and
+    `dimensions`, if it can) in `supported_fields`; `Pipeline.embed` answers a backend
+    without `embed` a 400 naming `input`."""
 
     async def embed(self, request: EmbeddingRequest, options: GenerationOptions) -> Embeddings:
         """One unit vector per input of `request.raw_inputs`, in order, and their token count."""
@@ -183,6 +196,8 @@ _UNSET_VALUES: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}
 
 
 def _asks_for_something(name: str, value: Any) -> bool:
+    if name == "web_search_options":  # `{}` turns search on with its defaults
+        return value is not None
     return not (value is None or value == _UNSET_VALUES.get(name) or value == [] or value == {})
 
 
@@ -195,7 +210,7 @@ def _unsupported_names(
     fields (`gateway.prompts`) come first: they are what its endpoint is about."""
     fields = request_type.__struct_fields__
     base = len(ChatCompletionRequest.__struct_fields__)
-    allowed = CORE_FIELDS | supported
+    allowed = GATEWAY_FIELDS | supported
     names = tuple(name for name in (*fields[base:], *fields[:base]) if name not in allowed)
     if len(names) > 1:
         return names, operator.attrgetter(*names)  # a tuple of values in one C call

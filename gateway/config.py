@@ -16,6 +16,8 @@ import msgspec
 import tomli
 from msgspec import Meta, Struct
 
+from gateway.protocol import SAMPLING_FIELDS, ChatCompletionRequest
+
 T = TypeVar("T")
 
 
@@ -54,20 +56,21 @@ class PluginsConfig(Struct, frozen=True, forbid_unknown_fields=True):
         return convert_config(self.settings.get(name, {}), type_, _join("plugins.settings", name))
 
 
-class SamplingDefaults(Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Per-model defaults, applied to request fields the client left unset."""
+def _sampling_defaults() -> type[Struct]:
+    """Per-model defaults, applied to request fields the client left unset: the request's
+    sampling fields (`gateway.protocol.FIELDS`), with the request's types and ranges."""
+    request_fields = msgspec.structs.fields(ChatCompletionRequest)
+    return msgspec.defstruct(
+        "SamplingDefaults",
+        [(f.name, f.type, None) for f in request_fields if f.name in SAMPLING_FIELDS],
+        module=__name__,
+        frozen=True,
+        forbid_unknown_fields=True,
+        omit_defaults=True,
+    )
 
-    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Meta(ge=0)] | None = None
-    min_p: Annotated[float, Meta(ge=0.0, le=1.0)] | None = None
-    max_tokens: Annotated[int, Meta(ge=1)] | None = None
-    presence_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
-    frequency_penalty: Annotated[float, Meta(ge=-2.0, le=2.0)] | None = None
-    repetition_penalty: Annotated[float, Meta(gt=0.0)] | None = None
-    repetition_context_size: Annotated[int, Meta(ge=1)] | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
+
+SamplingDefaults = _sampling_defaults()
 
 
 class ModelConfig(Struct, forbid_unknown_fields=True):

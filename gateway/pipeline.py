@@ -42,6 +42,7 @@ from gateway.errors import (
     BackendFailed,
     ClientDisconnected,
     GatewayError,
+    InvalidRequest,
     PermissionDenied,
     UnsupportedField,
 )
@@ -79,6 +80,8 @@ class Outcome(NamedTuple):
 
     completion: ChatCompletion
     stats: GenerationStats | None
+    # messages endpoint: each choice's matched stop string (`GenerationChunk.stop_sequence`)
+    stop_sequences: tuple[str | None, ...] = ()
 
 
 class StreamWriter(Protocol):
@@ -242,16 +245,35 @@ class Pipeline:
             ChoiceAccumulator(index, want_logprobs) for index in range(prepared.request.choice_count)
         ]
         end: GenerationEnd | None = None
+        stops: list[str | None] = [None] * len(accumulators)  # messages endpoint: the matched stops
         async with aclosing(self.generate(prepared, context, options)) as events:
             async for event in events:
                 if isinstance(event, GenerationEnd):
                     end = event
                 else:
                     accumulators[event.choice].add(event)
+                    if event.stop_sequence is not None:  # messages endpoint
+                        stops[event.choice] = event.stop_sequence
         assert end is not None
         completion = prepared.completion([a.choice() for a in accumulators], to_usage(end.usage))
         await self._finish(prepared, completion, context)
-        return Outcome(completion, end.stats)
+        return Outcome(completion, end.stats, tuple(stops))
+
+    async def count_tokens(self, request: ChatCompletionRequest, context: RequestContext) -> int:
+        """The prompt's token count, as the backend would see it (messages endpoint: count_tokens).
+
+        Prepared like a generation (hooks, model, lease) so the count is of the prompt
+        the backend would render; a backend without `count_tokens` answers a 400."""
+        prepared = await self.prepare(request, context)
+        try:
+            counter = getattr(prepared.backend, "count_tokens", None)
+            if counter is None:
+                raise InvalidRequest(
+                    f"the '{prepared.backend.kind}' backend cannot count tokens", param="model"
+                )
+            return int(await counter(prepared.request))
+        finally:
+            prepared.lease.release()
 
     def stream(
         self, prepared: PreparedRequest, context: RequestContext, writer: StreamWriter

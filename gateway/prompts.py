@@ -62,6 +62,14 @@ class EmbeddingRequest(ChatCompletionRequest, kw_only=True):
         return raw_inputs(self, self.input, "input")
 
 
+def _own_fields(request_type: type[ChatCompletionRequest]) -> frozenset[str]:
+    return frozenset(request_type.__struct_fields__) - frozenset(ChatCompletionRequest.__struct_fields__)
+
+
+# The raw-prompt requests' own fields, which backends declare like any request field.
+PROMPT_FIELDS = _own_fields(CompletionRequest) | _own_fields(EmbeddingRequest)
+
+
 class Embeddings(Struct):
     """What `Backend.embed` returns: one unit vector per input, in order."""
 

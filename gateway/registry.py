@@ -37,7 +37,6 @@ class ModelEntry:
     backend: Backend | None = None
     status: ModelStatus = "unloaded"
     load_task: asyncio.Task[Backend] | None = None
-    error: str | None = field(default=None, repr=False)
     memory_bytes: int = 0
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
@@ -134,12 +133,12 @@ class BackendRegistry:
             entry.memory_bytes, entry.status = needed, "loading"
             await backend.load()
         except Exception as error:
-            entry.status, entry.error, entry.load_task = "failed", str(error), None
+            entry.status, entry.load_task = "failed", None
             log.error("model load failed", model=entry.id, error=str(error))
             if isinstance(error, GatewayError):
                 raise
             raise BackendUnavailable(f"model '{entry.id}' failed to load: {error}") from error
-        entry.backend, entry.status, entry.error = backend, "loaded", None
+        entry.backend, entry.status = backend, "loaded"
         log.info("model loaded", model=entry.id, memory_bytes=entry.memory_bytes)
         return backend
 

@@ -29,6 +29,7 @@ class ResponseMessage(Struct):
     role: Literal["assistant"] = "assistant"
     reasoning_content: str | UnsetType = UNSET
     tool_calls: list[ToolCallOut] | UnsetType = UNSET
+    function_call: FunctionCallOut | UnsetType = UNSET  # legacy `functions` requests only
 
 
 class ChoiceLogprobs(Struct):
@@ -38,7 +39,7 @@ class ChoiceLogprobs(Struct):
 class Choice(Struct):
     index: int
     message: ResponseMessage
-    finish_reason: FinishReason | None
+    finish_reason: FinishReason | Literal["function_call"] | None
     logprobs: ChoiceLogprobs | None = None
 
 

@@ -12,7 +12,7 @@ from litestar import Request, get
 from litestar.types import ASGIApp
 
 from gateway.context import RequestContext
-from gateway.endpoints import chat, completions, embeddings, error_response, pipeline_of
+from gateway.endpoints import chat, completions, embeddings, error_response, messages, pipeline_of
 from gateway.endpoints.chat.endpoint import ChatEndpoint
 from gateway.errors import PermissionDenied
 from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context
@@ -83,5 +83,13 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-ROUTES = [*chat.ROUTES, *completions.ROUTES, *embeddings.ROUTES, list_models, get_model, health]
-SCHEMAS = [*chat.SCHEMAS, *completions.SCHEMAS, *embeddings.SCHEMAS, ModelList]
+ROUTES = [
+    *chat.ROUTES,
+    *messages.ROUTES,
+    *completions.ROUTES,
+    *embeddings.ROUTES,
+    list_models,
+    get_model,
+    health,
+]
+SCHEMAS = [*chat.SCHEMAS, *messages.SCHEMAS, *completions.SCHEMAS, *embeddings.SCHEMAS, ModelList]

@@ -20,8 +20,11 @@ TOOL_CHOICE_MODES = ("none", "auto", "required")
 
 
 def normalize(request: ChatCompletionRequest) -> ChatCompletionRequest:
-    """Reject contradictions; fold `max_completion_tokens` into `max_tokens`."""
-    changes: dict[str, Any] = {}
+    """Reject contradictions; fold legacy names (`max_completion_tokens`, `functions`,
+    `function_call`) into their successors; drop what asks for nothing."""
+    changes: dict[str, Any] = _legacy_functions(request)
+    if changes:
+        request = replace(request, **changes)
     if request.max_completion_tokens is not None:
         if request.max_tokens is not None and request.max_tokens != request.max_completion_tokens:
             raise InvalidRequest(
@@ -48,9 +51,41 @@ def normalize(request: ChatCompletionRequest) -> ChatCompletionRequest:
             )
         if kind == "text":  # the default: asks for nothing
             changes["response_format"] = None
+    if request.modalities is not None:
+        if "audio" in request.modalities and request.audio is None:
+            raise InvalidRequest("modalities with 'audio' need the 'audio' parameter", param="audio")
+        if "audio" not in request.modalities:
+            changes["modalities"] = None  # text is what every backend answers anyway
     _check_messages(request)
     _check_tools(request)
     return replace(request, **changes) if changes else request
+
+
+def _legacy_functions(request: ChatCompletionRequest) -> dict[str, Any]:
+    """`functions` / `function_call` (deprecated by OpenAI, still sent) as `tools` / `tool_choice`."""
+    changes: dict[str, Any] = {}
+    if request.functions is not None:
+        if request.tools is not None:
+            raise InvalidRequest("Set either 'functions' or 'tools', not both", param="functions")
+        changes.update(functions=None, tools=[{"type": "function", "function": f} for f in request.functions])
+    choice = request.function_call
+    if choice is not None:
+        if request.tool_choice is not None:
+            raise InvalidRequest(
+                "Set either 'function_call' or 'tool_choice', not both", param="function_call"
+            )
+        if isinstance(choice, dict):
+            if not isinstance(choice.get("name"), str):
+                raise InvalidRequest(
+                    "function_call must be 'none', 'auto' or {'name': ...}", param="function_call"
+                )
+            choice = {"type": "function", "function": {"name": choice["name"]}}
+        elif choice not in ("none", "auto"):
+            raise InvalidRequest(
+                "function_call must be 'none', 'auto' or {'name': ...}", param="function_call"
+            )
+        changes.update(function_call=None, tool_choice=choice)
+    return changes
 
 
 def _check_messages(request: ChatCompletionRequest) -> None:

@@ -8,10 +8,11 @@
     tokens_per_minute = 20000    # optional: prompt + completion tokens
 
 Clients send `Authorization: Bearer <key>` (as the openai client does) or
-`x-api-key: <key>`. Missing or unknown key: 401. A model the key may not use:
-403, enforced by the gateway from `Identity.allowed_models`. Over a limit: 429
-with `Retry-After`; every authenticated chat request counts (listing models needs
-a key but counts for nothing), and tokens are counted when a request finishes.
+`x-api-key: <key>` (as the anthropic client does). Missing or unknown key: 401.
+A model the key may not use: 403, enforced by the gateway from
+`Identity.allowed_models`. Over a limit: 429 with `Retry-After`; every
+authenticated generation counts (listing models and counting a prompt's tokens
+need a key but count for nothing), and tokens are counted when a request finishes.
 With no keys the gateway is open, and says so at start-up.
 """
 
@@ -38,6 +39,8 @@ from gateway import (
 )
 
 log = structlog.get_logger("plugins.auth")
+# Cheap, and called often: health checks list models; Claude Code counts tokens per tool.
+_UNMETERED = frozenset({"models", "count_tokens"})
 PerMinute = Annotated[int, msgspec.Meta(ge=1)]
 
 
@@ -111,8 +114,8 @@ class ApiKeyAuth:
         key = self.find(secret)
         if key is None:
             raise AuthenticationFailed("Incorrect API key provided")
-        if context.endpoint == "models":
-            return key.identity  # listing models is cheap: no limit applies (health checks use it)
+        if context.endpoint in _UNMETERED:
+            return key.identity
         now = self.clock()
         waits = [bucket.wait_s(now) for bucket in (key.requests, key.tokens) if bucket is not None]
         if any(waits):

@@ -28,6 +28,8 @@ from typing import Any, Literal
 import msgspec
 
 from gateway import (
+    CEILING_FIELDS,
+    SAMPLING_FIELDS,
     ChatCompletionRequest,
     ConfigError,
     GatewayConfig,
@@ -38,14 +40,8 @@ from gateway import (
 )
 
 VARIABLES = ("date", "time", "model", "key_id")
-PARAMETERS = frozenset(
-    {
-        "temperature", "top_p", "top_k", "min_p", "max_tokens", "seed", "stop",
-        "presence_penalty", "frequency_penalty", "repetition_penalty",
-        "repetition_context_size", "reasoning_effort", "enable_thinking",
-    }
-)  # fmt: skip
-CEILINGS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty"})
+PARAMETERS = SAMPLING_FIELDS  # what `defaults` and `force` may set
+CEILINGS = CEILING_FIELDS  # what `max` may cap
 SYSTEM_ROLES = ("system", "developer")
 
 

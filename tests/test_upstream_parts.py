@@ -50,7 +50,13 @@ def test_deltas_become_gateway_chunks() -> None:
     assert chunk.logprobs == [TokenLogprob("Hi", -0.5, [72, 105], [TopLogprob("Hi", -0.5, [72, 105])])]
 
     [chunk] = chunks_of({"choices": [{"delta": {"reasoning": "hmm"}, "finish_reason": "eos_token"}]})
-    assert (chunk.reasoning, chunk.finish_reason) == ("hmm", "stop")
+    assert (chunk.reasoning, chunk.finish_reason, chunk.stop_sequence) == ("hmm", "stop", None)
+    [chunk] = chunks_of({"choices": [{"delta": {}, "finish_reason": "stop", "stop_reason": "END"}]})
+    assert (chunk.finish_reason, chunk.stop_sequence) == ("stop", "END")  # vLLM names the stop string
+    [chunk] = chunks_of({"choices": [{"delta": {}, "finish_reason": "stop", "stop_reason": 128009}]})
+    assert chunk.stop_sequence is None  # a stop token id: not a stop sequence
+    [chunk] = chunks_of({"choices": [{"delta": {}, "finish_reason": "stop", "matched_stop": "END"}]})
+    assert chunk.stop_sequence == "END"  # SGLang's name for it
 
     call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{"}}
     [chunk] = chunks_of({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]})

@@ -380,6 +380,13 @@ class MLXBackend:
             result.append(tokens)
         return result
 
+    async def count_tokens(self, request: ChatCompletionRequest) -> int:
+        """The rendered prompt's length: the tokens `generate` would prefill."""
+        self._ready()
+        forced = forced_tool(request)
+        prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced), bool(forced))
+        return len(prompt.tokens)
+
     # --- helpers ----------------------------------------------------------------------
 
     def _ready(self) -> tuple[Engine, Any]:

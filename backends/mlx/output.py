@@ -39,7 +39,8 @@ Decisions (the client-visible ones):
   (for parsers without an end marker, the open call is parsed then).
 - finish_reason: "stop" becomes "tool_calls" when any call was made; a stop
   string always gives "stop"/"tool_calls"; "length" stays "length" even after
-  calls (the client must know the output was cut).
+  calls (the client must know the output was cut). With "stop", the stop
+  string that matched is the last chunk's `stop_sequence`.
 - Feeding after `stopped` or `finish` is ignored (returns None).
 """
 
@@ -202,7 +203,8 @@ class ChoiceOutput:
             finish = "length"
         else:
             finish = "tool_calls" if self._made_calls else "stop"
-        chunk = self._chunk(finish)
+        matched = self._content.matched if self._stopped and finish == "stop" else None
+        chunk = self._chunk(finish, matched)
         assert chunk is not None
         return chunk
 
@@ -287,7 +289,7 @@ class ChoiceOutput:
 
     # --- output -------------------------------------------------------------------
 
-    def _chunk(self, finish: FinishReason | None) -> GenerationChunk | None:
+    def _chunk(self, finish: FinishReason | None, stop_sequence: str | None = None) -> GenerationChunk | None:
         text = "".join(self._text) if self._text else ""
         thought = "".join(self._thought) if self._thought else ""
         self._text.clear()
@@ -302,6 +304,7 @@ class ChoiceOutput:
             tool_calls=self._deltas or None,
             logprobs=logprobs,
             finish_reason=finish,
+            stop_sequence=stop_sequence,
         )
         self._deltas = []
         return chunk

@@ -98,7 +98,7 @@ class Channel:
     in the whole decoded output, for matching logprobs to released text.
     """
 
-    __slots__ = ("held", "held_at", "hold_space", "lstrip", "stops")
+    __slots__ = ("held", "held_at", "hold_space", "lstrip", "matched", "stops")
 
     def __init__(self, stops: Sequence[str] = (), *, hold_space: bool = False) -> None:
         self.stops = tuple(stop for stop in stops if stop)
@@ -106,6 +106,7 @@ class Channel:
         self.lstrip = False
         self.held = ""
         self.held_at = 0
+        self.matched: str | None = None  # the stop string that ended the output
 
     def push(self, text: str, at: int) -> tuple[str, int, bool]:
         """(released text, its offset, whether a stop string ended the output).
@@ -130,7 +131,7 @@ class Channel:
             for stop in self.stops:
                 found = buf.find(stop)
                 if found != -1 and (cut == -1 or found < cut):
-                    cut = found
+                    cut, self.matched = found, stop
             if cut != -1:
                 self.held = ""
                 return buf[:cut], at, True

@@ -66,6 +66,8 @@ class _Choice(Struct):
     delta: _Delta | None = None
     logprobs: _Logprobs | None = None
     finish_reason: str | None = None
+    stop_reason: str | int | None = None  # vLLM: the stop string (or token id) that matched
+    matched_stop: str | int | None = None  # SGLang's name for it
 
 
 class _PromptDetails(Struct):
@@ -155,6 +157,11 @@ def _tool_calls(calls: list[_ToolCall]) -> list[ToolCallDelta]:
     return deltas
 
 
+def _stop_string(choice: _Choice) -> str | None:
+    matched = choice.stop_reason if choice.stop_reason is not None else choice.matched_stop
+    return matched if isinstance(matched, str) else None  # an int is a stop token, not a string
+
+
 def to_chunk(choice: _Choice) -> GenerationChunk | None:
     """The gateway chunk for one upstream choice delta; None when it carries nothing."""
     delta = choice.delta or _Delta()
@@ -172,6 +179,7 @@ def to_chunk(choice: _Choice) -> GenerationChunk | None:
         tool_calls=calls,
         logprobs=logprobs,
         finish_reason=finish,
+        stop_sequence=_stop_string(choice) if finish == "stop" else None,
     )
 
 

@@ -17,7 +17,7 @@ from litestar.types import ASGIApp
 from gateway.backend import GenerationOptions
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, internal_error
-from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context, prepend, read_body
+from gateway.http import REQUEST_ID_HEADER, CancelOnDisconnect, JsonResponse, new_context, prepend, read_body
 from gateway.pipeline import Outcome, Pipeline, PreparedRequest, StreamWriter
 from gateway.protocol import ChatCompletionRequest
 
@@ -60,22 +60,25 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
     context = new_context(request, endpoint.name)
     headers = {REQUEST_ID_HEADER: context.request_id}
     try:
-        call = endpoint.parse(await read_body(request, context.headers), context)
-        prepared = await pipeline.prepare(call.request, context)
-        if prepared.request.stream:
-            events = pipeline.stream(prepared, context, call.writer(prepared))
-            first = await anext(events)  # errors before any output keep their HTTP status
-            # The ASGI response itself: Litestar would give a `Stream` the route's JSON media type.
-            return ASGIStreamingResponse(
-                iterator=prepend(first, events),
-                media_type=endpoint.stream_media_type,
-                headers={**headers, "cache-control": "no-cache"},
-            )
-        options = GenerationOptions(bench=call.bench, request_id=context.request_id)
-        body = call.answer(prepared, await pipeline.complete(prepared, context, options))
+        body = await read_body(request, context.headers)
+        with CancelOnDisconnect(request.receive):  # also while queued for the model
+            call = endpoint.parse(body, context)
+            prepared = await pipeline.prepare(call.request, context)
+            if prepared.request.stream:
+                events = pipeline.stream(prepared, context, call.writer(prepared))
+                first = await anext(events)  # errors before any output keep their HTTP status
+            else:
+                options = GenerationOptions(bench=call.bench, request_id=context.request_id)
+                answer = call.answer(prepared, await pipeline.complete(prepared, context, options))
+                return JsonResponse(answer, headers)
     except Exception as error:  # noqa: BLE001 - every failure becomes the API's error object
         return await error_response(endpoint, pipeline, context, error, headers)
-    return JsonResponse(body, headers)
+    # The ASGI response itself: Litestar would give a `Stream` the route's JSON media type.
+    return ASGIStreamingResponse(
+        iterator=prepend(first, events),
+        media_type=endpoint.stream_media_type,
+        headers={**headers, "cache-control": "no-cache"},
+    )
 
 
 async def error_response(

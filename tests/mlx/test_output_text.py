@@ -79,7 +79,7 @@ def test_stop_string_spanning_tokens_is_held_then_dropped(tok: TokenizerWrapper)
     assert shown(output, tok, ["Hello", " wo", "rld", "!"]) == ["Hello", " ", ""]  # "wo" was held
     assert output.stopped
     assert output.feed(TokenStep(ids(tok, "!")[0])) is None  # ignored after the stop
-    assert output.finish("stop") == GenerationChunk(finish_reason="stop")
+    assert output.finish("stop") == GenerationChunk(finish_reason="stop", stop_sequence="world")
     assert output.completion_tokens == len(ids(tok, "Hello", " wo", "rld"))
 
 
@@ -98,14 +98,14 @@ def test_held_prefix_is_released_at_the_end(tok: TokenizerWrapper) -> None:
 def test_stop_inside_one_token_keeps_the_text_before_it(tok: TokenizerWrapper) -> None:
     chunks = run(ChoiceOutput(tok, stop=["is a", "."]), ids(tok, "Hello world, this is a test."))
     assert text(chunks) == "Hello world, this "
-    assert chunks[-1].finish_reason == "stop"
+    assert (chunks[-1].finish_reason, chunks[-1].stop_sequence) == ("stop", "is a")
 
 
 def test_stop_found_in_the_text_flushed_at_the_end(tok: TokenizerWrapper) -> None:
     """A tail held as a possible marker turns out to be content, and holds a stop string."""
     chunks = run(ChoiceOutput(tok, stop=["<th"]), ids(tok, "ok <th"), reason="length")
     assert text(chunks) == "ok "
-    assert chunks[-1].finish_reason == "stop"
+    assert (chunks[-1].finish_reason, chunks[-1].stop_sequence) == ("stop", "<th")
 
 
 def test_stop_strings_are_not_searched_in_reasoning_or_tool_calls(tok: TokenizerWrapper) -> None:

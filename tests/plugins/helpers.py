@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pluggy
@@ -19,6 +20,7 @@ from gateway.plugins import default_plugin_manager
 from tests.support.server import running_server
 
 PATHS = ("non-stream", "stream", "bench")
+MESSAGES_PATHS = ("messages", "messages-stream")  # Anthropic Messages, through the anthropic SDK
 USER = [{"role": "user", "content": "the quick brown fox"}]
 # Built-in backends the echo-only tests never need (and must not import).
 UNUSED_BACKENDS = ["mlx", "openai"]
@@ -75,6 +77,8 @@ class Answer:
 def ask(base_url: str, path: str, api_key: str = "unused", **body: Any) -> Answer:
     """One chat completion through `path`: the openai client, or HTTP for the bench endpoint."""
     body = {"model": "echo", "messages": USER, **body}
+    if path in MESSAGES_PATHS:
+        return ask_messages(base_url, path == "messages-stream", api_key, **body)
     if path == "bench":
         body.setdefault("max_tokens", 4)  # bench answers exactly max_tokens words: USER's four
         headers = {"authorization": f"Bearer {api_key}"}
@@ -92,6 +96,28 @@ def ask(base_url: str, path: str, api_key: str = "unused", **body: Any) -> Answe
     completion = chat.create(**body)
     choice = completion.choices[0]
     return Answer(choice.message.content, choice.finish_reason, completion.usage)
+
+
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
+
+
+def ask_messages(base_url: str, stream: bool, api_key: str, **body: Any) -> Answer:
+    """The same question on /v1/messages: system turns stay in `messages` (as Claude Code
+    sends them); echo's own default `max_tokens` of 16 unless the test sets one."""
+    body.setdefault("max_tokens", 16)
+    sdk = anthropic.Anthropic(base_url=base_url, api_key=api_key, max_retries=0)
+    if stream:
+        with sdk.messages.stream(**body) as events:
+            message = events.get_final_message()
+    else:
+        message = sdk.messages.create(**body)
+    text = "".join(block.text for block in message.content if block.type == "text")
+    return Answer(text, _FINISH_REASONS.get(message.stop_reason or ""), message.usage)
 
 
 @contextmanager

@@ -1,11 +1,13 @@
-"""Every per-request hook fires the same way on each path: chat (non-stream, stream and
-bench), legacy completions (non-stream and stream) and embeddings (no `on_chunk`)."""
+"""Every per-request hook fires the same way on each path: chat non-stream, stream and bench,
+Anthropic Messages streamed and not, legacy completions streamed and not, and embeddings
+(no `on_chunk`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -25,7 +27,9 @@ from gateway import (
     hookimpl,
 )
 from tests.conftest import echo_config, plugin_manager
-from tests.plugins.helpers import PATHS, ask, client, serve
+from tests.plugins.helpers import MESSAGES_PATHS, PATHS, ask, client, serve
+
+EVERY_PATH = (*PATHS, *MESSAGES_PATHS)
 
 pytestmark = pytest.mark.hooks(
     "gateway_startup", "authenticate", "rewrite_request", "on_request", "on_chunk", "on_response", "on_error"
@@ -107,7 +111,7 @@ def recorded_server(recorder: Recorder) -> Any:
     assert len(recorder.started) == 1 and recorder.started[0][0] is config
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_same_hooks_same_order_on_every_path(recorder: Recorder, recorded_server: str, path: str) -> None:
     recorder.calls.clear()
     messages = [{"role": "user", "content": "two words"}]
@@ -177,10 +181,10 @@ def test_on_error_once_on_completions_and_embeddings(recorder: Recorder, recorde
     assert recorder.calls == ["on_error InvalidRequest 400"]
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", EVERY_PATH)
 def test_on_error_once_on_every_path(recorder: Recorder, recorded_server: str, path: str) -> None:
     recorder.calls.clear()
-    with pytest.raises((openai.APIError, httpx.HTTPStatusError)):
+    with pytest.raises((openai.APIError, anthropic.APIError, httpx.HTTPStatusError)):
         ask(recorded_server, path, model="broken", messages=[{"role": "user", "content": "a b c"}])
     assert recorder.calls[-1] == "on_error BackendFailed 500"
     assert [call for call in recorder.calls if call.startswith("on_response")] == []

@@ -8,6 +8,7 @@ import msgspec
 
 from gateway.context import RequestContext
 from gateway.decoding import decode_request
+from gateway.endpoints.chat.legacy import legacy_completion
 from gateway.endpoints.chat.stream import ChatStreamWriter
 from gateway.endpoints.chat.wire import BenchChatCompletion
 from gateway.errors import BackendFailed, GatewayError, InvalidRequest
@@ -18,14 +19,16 @@ _encode = msgspec.json.Encoder().encode
 
 
 class ChatCall:
-    __slots__ = ("request",)
+    __slots__ = ("legacy", "request")
     bench = False
 
     def __init__(self, request: ChatCompletionRequest) -> None:
         self.request = request
+        self.legacy = request.functions is not None  # answer in the `function_call` shape
 
     def answer(self, prepared: PreparedRequest, outcome: Outcome) -> bytes:
-        return _encode(outcome.completion)
+        completion = outcome.completion
+        return _encode(legacy_completion(completion) if self.legacy else completion)
 
     def writer(self, prepared: PreparedRequest) -> ChatStreamWriter:
         options = prepared.request.stream_options
@@ -35,6 +38,7 @@ class ChatCall:
             prepared.entry.id,
             prepared.request.choice_count,
             include_usage=bool(options and options.include_usage),
+            legacy=self.legacy,
         )
 
 

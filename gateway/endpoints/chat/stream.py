@@ -6,6 +6,7 @@ import msgspec
 from msgspec import UNSET
 
 from gateway.backend import GenerationChunk
+from gateway.endpoints.chat.legacy import legacy_chunk_choice
 from gateway.endpoints.chat.wire import (
     ChatCompletionChunk,
     ChunkChoice,
@@ -28,17 +29,29 @@ class ChatStreamWriter:
     """Role only in each choice's first delta; with `include_usage`, a last chunk with
     `choices: []` and the usage."""
 
-    __slots__ = ("created", "id", "include_usage", "model", "started")
+    __slots__ = ("created", "id", "include_usage", "legacy", "model", "started")
 
-    def __init__(self, response_id: str, created: int, model: str, choices: int, include_usage: bool) -> None:
+    def __init__(
+        self,
+        response_id: str,
+        created: int,
+        model: str,
+        choices: int,
+        include_usage: bool,
+        legacy: bool = False,
+    ) -> None:
         self.id, self.created, self.model = response_id, created, model
         self.include_usage = include_usage
+        self.legacy = legacy  # deltas in the deprecated `function_call` shape
         self.started = [False] * choices
 
     def chunk(self, chunk: GenerationChunk) -> bytes:
         first = not self.started[chunk.choice]
         self.started[chunk.choice] = True
-        return sse(stream_chunk(self.id, self.created, self.model, [chunk_choice(chunk, first)]))
+        choice = chunk_choice(chunk, first)
+        if self.legacy:
+            choice = legacy_chunk_choice(choice)
+        return sse(stream_chunk(self.id, self.created, self.model, [choice]))
 
     def end(self, completion: ChatCompletion) -> bytes:
         if not self.include_usage:

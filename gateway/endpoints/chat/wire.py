@@ -45,12 +45,13 @@ class Delta(Struct, omit_defaults=True):
     content: str | UnsetType = UNSET
     reasoning_content: str | UnsetType = UNSET
     tool_calls: list[ToolCallChunk] | UnsetType = UNSET
+    function_call: FunctionDelta | UnsetType = UNSET  # legacy `functions` requests only
 
 
 class ChunkChoice(Struct):
     index: int
     delta: Delta
-    finish_reason: FinishReason | None
+    finish_reason: FinishReason | Literal["function_call"] | None
     logprobs: ChoiceLogprobs | UnsetType = UNSET
 
 

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import msgspec
-
 from gateway.backend import GenerationChunk
+from gateway.endpoints.chat.stream import DONE, sse  # the same SSE framing as chat
 from gateway.endpoints.completions.logprobs import LegacyLogprobWriter
 from gateway.endpoints.completions.wire import CompletionChoice, TextCompletion
 from gateway.errors import GatewayError
 from gateway.pipeline import PreparedRequest
 from gateway.responses import ChatCompletion
 
-_encode = msgspec.json.Encoder().encode
-DONE = b"data: [DONE]\n\n"
-
 
 def completion_id(prepared: PreparedRequest) -> str:
     return "cmpl-" + prepared.response_id.removeprefix("chatcmpl-")
-
-
-def sse(event: object) -> bytes:
-    return b"data: " + _encode(event) + b"\n\n"
 
 
 class CompletionStreamWriter:

@@ -57,9 +57,7 @@ def _on_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Res
     error_type, code = _HTTP_ERRORS.get(error.status_code, ("invalid_request_error", "http_error"))
     message = error.detail
     if isinstance(error, NotFoundException) and not request.scope.get("route_handler"):
-        message = (
-            f"Unknown route {request.method} {request.url.path}; this gateway serves {_route_list(request)}"
-        )
+        message = f"Unknown route {request.method} {request.url.path}; this gateway serves {_route_list(request)}"
     failure = GatewayError(message, code=code)
     failure.status_code, failure.error_type = error.status_code, error_type
     return _error_response(failure)

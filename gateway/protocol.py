@@ -231,6 +231,4 @@ def fields_handled(*handlings: Handling) -> frozenset[str]:
 GATEWAY_FIELDS = fields_handled(Handling.GATEWAY, Handling.HOSTED, Handling.LEGACY)
 SAMPLING_FIELDS = fields_handled(Handling.SAMPLING)
 # Sampling fields with an upper bound a rewrite rule may cap (`[...rules] max = {...}`).
-CEILING_FIELDS = frozenset(
-    {"max_tokens", "temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty"}
-)
+CEILING_FIELDS = frozenset({"max_tokens", "temperature", "top_p", "top_k", "presence_penalty", "frequency_penalty"})

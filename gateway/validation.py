@@ -71,19 +71,13 @@ def _legacy_functions(request: ChatCompletionRequest) -> dict[str, Any]:
     choice = request.function_call
     if choice is not None:
         if request.tool_choice is not None:
-            raise InvalidRequest(
-                "Set either 'function_call' or 'tool_choice', not both", param="function_call"
-            )
+            raise InvalidRequest("Set either 'function_call' or 'tool_choice', not both", param="function_call")
         if isinstance(choice, dict):
             if not isinstance(choice.get("name"), str):
-                raise InvalidRequest(
-                    "function_call must be 'none', 'auto' or {'name': ...}", param="function_call"
-                )
+                raise InvalidRequest("function_call must be 'none', 'auto' or {'name': ...}", param="function_call")
             choice = {"type": "function", "function": {"name": choice["name"]}}
         elif choice not in ("none", "auto"):
-            raise InvalidRequest(
-                "function_call must be 'none', 'auto' or {'name': ...}", param="function_call"
-            )
+            raise InvalidRequest("function_call must be 'none', 'auto' or {'name': ...}", param="function_call")
         changes.update(function_call=None, tool_choice=choice)
     return changes
 

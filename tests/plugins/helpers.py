@@ -98,12 +98,7 @@ def ask(base_url: str, path: str, api_key: str = "unused", **body: Any) -> Answe
     return Answer(choice.message.content, choice.finish_reason, completion.usage)
 
 
-_FINISH_REASONS = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "max_tokens": "length",
-    "tool_use": "tool_calls",
-}
+_FINISH_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls"}
 
 
 def ask_messages(base_url: str, stream: bool, api_key: str, **body: Any) -> Answer:

@@ -21,6 +21,7 @@ SECTIONS = {
     "serving": "bench.serving",
     "embeddings": "bench.embeddings",
     "load": "bench.model_load",
+    "grammar": "bench.grammar",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

@@ -38,6 +38,10 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     model_ttl_s: Annotated[float, Meta(ge=0)] = 0.0
     # Required as a Bearer token on /admin/* when set; unset, /admin/* answers loopback clients only.
     admin_key: str | None = None
+    # Stored Responses API answers (`store: true`, for `previous_response_id` and GET): the
+    # oldest are evicted past either cap.
+    responses_store_max_count: Annotated[int, Meta(ge=0)] = 1000
+    responses_store_max_bytes: Annotated[int, Meta(ge=0)] = 64 * 1024 * 1024
 
 
 class PluginsConfig(Struct, frozen=True, forbid_unknown_fields=True):

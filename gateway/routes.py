@@ -12,7 +12,7 @@ from litestar import Request, get
 from litestar.types import ASGIApp
 
 from gateway.context import RequestContext
-from gateway.endpoints import chat, completions, embeddings, error_response, messages, pipeline_of
+from gateway.endpoints import chat, completions, embeddings, error_response, messages, pipeline_of, responses
 from gateway.endpoints.chat.endpoint import ChatEndpoint
 from gateway.errors import PermissionDenied
 from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context
@@ -85,6 +85,7 @@ async def health() -> dict[str, str]:
 
 ROUTES = [
     *chat.ROUTES,
+    *responses.ROUTES,
     *messages.ROUTES,
     *completions.ROUTES,
     *embeddings.ROUTES,
@@ -92,4 +93,11 @@ ROUTES = [
     get_model,
     health,
 ]
-SCHEMAS = [*chat.SCHEMAS, *messages.SCHEMAS, *completions.SCHEMAS, *embeddings.SCHEMAS, ModelList]
+SCHEMAS = [
+    *chat.SCHEMAS,
+    *responses.SCHEMAS,
+    *messages.SCHEMAS,
+    *completions.SCHEMAS,
+    *embeddings.SCHEMAS,
+    ModelList,
+]

@@ -243,6 +243,13 @@ def test_upstream_400_is_passed_through(client: openai.OpenAI) -> None:
     }
 
 
+def test_response_format_reaches_the_upstream(client: openai.OpenAI) -> None:
+    """The front passes `response_format` on; the echo upstream is the one refusing it."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        ask(client, response_format={"type": "json_object"})
+    assert caught.value.param == "response_format" and "'echo' backend" in caught.value.message
+
+
 def test_upstream_failure_mid_answer_ends_the_answer(shared: Upstreams, client: openai.OpenAI) -> None:
     with pytest.raises(openai.InternalServerError) as caught:
         ask(client, "remote-broken")

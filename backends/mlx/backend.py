@@ -13,6 +13,7 @@ cancels the job.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
@@ -20,13 +21,9 @@ import msgspec
 import structlog
 from msgspec import Meta
 
+from backends.mlx.grammar import GrammarCompiler, output_schema
 from backends.mlx.loading import load_model, start_engine, stop_engine, weights_bytes
-from backends.mlx.tool_choice import (
-    enforce_tool_choice,
-    forced_tool,
-    prompt_request,
-    single_token,
-)
+from backends.mlx.tool_choice import ToolFormat, check_tool_choice, forced_tool, single_token, tool_format
 from gateway.backend import (
     GenerationChunk,
     GenerationEnd,
@@ -42,6 +39,7 @@ from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings, Raw
 from gateway.protocol import ChatCompletionRequest
 
 if TYPE_CHECKING:
+    from backends.mlx.constraint import Constraint
     from backends.mlx.engine import Engine
     from backends.mlx.jobs import Job, JobDone
     from backends.mlx.prompt import Prompt
@@ -105,6 +103,7 @@ class MLXBackend:
             "parallel_tool_calls",
             "enable_thinking",
             "reasoning_effort",
+            "response_format",
             "prompt",  # raw prompts (legacy completions): tokenized as they are
             "echo",
             "best_of",
@@ -128,6 +127,9 @@ class MLXBackend:
         self._eos_ids: frozenset[int] = frozenset()
         self._max_context: int | None = None
         self._hidden_size = 0  # the embeddings' size (0: unknown)
+        self._grammars: GrammarCompiler | None = None  # made on the first constrained request
+        self._takes_tools = True  # whether the chat template shows tools (else: the generic format)
+        self._grammars_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -144,6 +146,7 @@ class MLXBackend:
             await asyncio.to_thread(engine.stop)
             raise
         self._eos_ids = frozenset(int(i) for i in self._tokenizer.eos_token_ids)
+        self._takes_tools = await asyncio.to_thread(self._template_takes_tools)
         self._max_context = self.options.max_context or trained_context
         self._hidden_size = int(getattr(getattr(engine.model, "args", None), "hidden_size", 0) or 0)
         self._engine = engine
@@ -151,6 +154,7 @@ class MLXBackend:
     async def unload(self) -> None:
         engine, self._engine = self._engine, None
         self._tokenizer = None
+        self._grammars = None
         if engine is None:
             return
         await asyncio.to_thread(stop_engine, engine)
@@ -162,16 +166,21 @@ class MLXBackend:
         return weights_bytes(self.spec.config.path or "", self.options.dtype) + self.prefix_cache_bytes
 
     def stats(self) -> dict[str, Any]:
-        engine = self._engine
-        return engine.stats() if engine is not None else {}
+        engine, grammars = self._engine, self._grammars
+        if engine is None:
+            return {}
+        hits, misses = (grammars.hits, grammars.misses) if grammars is not None else (0, 0)
+        return {**engine.stats(), "grammar_cache_hits": hits, "grammar_cache_misses": misses}
 
     # --- requests ---------------------------------------------------------------------
 
     def validate(self, request: ChatCompletionRequest) -> None:
         """Checks that need the loaded model; the gateway has checked field support,
         types, ranges and cross-field rules (`gateway.validation`) already."""
+        output_schema(request.response_format)  # its shape; compiling it needs a worker thread
         if self._engine is not None:
             self._logit_bias(request)
+            check_tool_choice(request, self._tool_format(request))
 
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
@@ -183,18 +192,27 @@ class MLXBackend:
                 yield event
             return
         engine, _ = self._ready()
+        fmt = self._tool_format(request)
+        check_tool_choice(request, fmt)
         forced = forced_tool(request)
-        prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced), bool(forced))
+        prompt = await asyncio.to_thread(self._build_prompt, request, bool(forced), fmt)
         if not prompt.tokens:
             raise InvalidRequest("the rendered prompt is empty", param="messages")
         max_tokens = self._token_limit(request, len(prompt.tokens))
+        constraints = await self._constraints(request, prompt, fmt, options.bench)
         outputs = [
-            self._choice_output(request, choice, prompt, options.bench)
+            self._choice_output(request, choice, prompt, options.bench, fmt)
             for choice in range(request.choice_count)
         ]
         params = [self._sampling(request, options.bench)] * request.choice_count
         job = Job(
-            prompt.tokens, params, outputs, max_tokens=max_tokens, eos_ids=self._eos_ids, bench=options.bench
+            prompt.tokens,
+            params,
+            outputs,
+            max_tokens=max_tokens,
+            eos_ids=self._eos_ids,
+            bench=options.bench,
+            constraints=constraints,
         )
         engine.submit(job)
         ended = False
@@ -202,8 +220,6 @@ class MLXBackend:
             while True:
                 for event in await job.queue.get():
                     if isinstance(event, GenerationChunk):
-                        if event.finish_reason is not None and forced and not options.bench:
-                            enforce_tool_choice(forced, event, outputs[event.choice].tool_calls)
                         yield event
                     elif isinstance(event, JobDone):
                         ended = True
@@ -383,8 +399,8 @@ class MLXBackend:
     async def count_tokens(self, request: ChatCompletionRequest) -> int:
         """The rendered prompt's length: the tokens `generate` would prefill."""
         self._ready()
-        forced = forced_tool(request)
-        prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced), bool(forced))
+        fmt = self._tool_format(request)  # as `generate` renders it (main referred to a removed helper)
+        prompt = await asyncio.to_thread(self._build_prompt, request, bool(forced_tool(request)), fmt)
         return len(prompt.tokens)
 
     # --- helpers ----------------------------------------------------------------------
@@ -394,7 +410,62 @@ class MLXBackend:
             raise BackendUnavailable(f"model '{self.spec.id}' is not loaded")
         return self._engine, self._tokenizer
 
-    def _build_prompt(self, request: ChatCompletionRequest, open_tool_call: bool = False) -> Prompt:
+    async def _constraints(
+        self, request: ChatCompletionRequest, prompt: Prompt, fmt: ToolFormat | None, bench: bool
+    ) -> list[Constraint]:
+        """One constraint per choice for the grammar the request asks for (none: []),
+        compiled in a worker thread, never on the engine's (`request_grammar`)."""
+        from backends.mlx.request_grammar import grammar_field, request_grammar, row_constraints
+
+        field = grammar_field(request, fmt)
+        if field is None:
+            return []
+        if bench:
+            raise InvalidRequest(
+                f"the bench endpoint bans end-of-sequence, which a grammar ({field}) needs to end; "
+                f"send {field} to /v1/chat/completions",
+                param=field,
+            )
+        try:
+            compiler = await asyncio.to_thread(self._compiler)
+        except ValueError as error:  # llguidance takes fast (Rust) tokenizers only
+            raise InvalidRequest(
+                f"{field} needs grammar-constrained decoding, which this model's tokenizer does not "
+                f"allow: {error}",
+                param=field,
+            ) from None
+        grammar = request_grammar(request, prompt, fmt, self._tokenizer, compiler)
+        matcher = await asyncio.to_thread(compiler.compile, grammar)
+        return row_constraints(request, prompt, fmt, grammar, matcher, self._tokenizer)
+
+    def _compiler(self) -> GrammarCompiler:
+        """The grammar compiler (its llguidance tokenizer is built on first use)."""
+        from backends.mlx.grammar import ll_tokenizer
+
+        with self._grammars_lock:
+            if self._grammars is None:
+                engine, tokenizer = self._ready()
+                self._grammars = GrammarCompiler(ll_tokenizer(tokenizer, engine.vocab_size))
+            return self._grammars
+
+    def _tool_format(self, request: ChatCompletionRequest) -> ToolFormat | None:
+        """How this request's tool calls are written and read (None: no tools in play)."""
+        if not request.tools or request.tool_choice == "none":
+            return None
+        return tool_format(self._tokenizer, generic=not self._takes_tools)
+
+    def _template_takes_tools(self) -> bool:
+        from backends.mlx.prompt import takes_tools
+
+        return takes_tools(
+            self._tokenizer,
+            chat_template=self.options.chat_template,
+            template_kwargs=self.options.chat_template_kwargs,
+        )
+
+    def _build_prompt(
+        self, request: ChatCompletionRequest, open_tool_call: bool = False, fmt: ToolFormat | None = None
+    ) -> Prompt:
         """Runs in a worker thread: template rendering and tokenizing are CPU work."""
         from backends.mlx.prompt import build_prompt
 
@@ -403,7 +474,8 @@ class MLXBackend:
             request,
             chat_template=self.options.chat_template,
             template_kwargs=self.options.chat_template_kwargs,
-            open_tool_call=open_tool_call,
+            open_tool_call=open_tool_call and fmt is not None and fmt.can_force,
+            tool_format=fmt,
         )
 
     def _token_limit(
@@ -474,7 +546,9 @@ class MLXBackend:
             top_logprobs=request.top_logprobs or 0,
         )
 
-    def _choice_output(self, request: ChatCompletionRequest, choice: int, prompt: Prompt, bench: bool) -> Any:
+    def _choice_output(
+        self, request: ChatCompletionRequest, choice: int, prompt: Prompt, bench: bool, fmt: ToolFormat | None
+    ) -> Any:
         from backends.mlx.output import ChoiceOutput
 
         return ChoiceOutput(
@@ -488,6 +562,7 @@ class MLXBackend:
             top_logprobs=request.top_logprobs or 0,
             parallel_tool_calls=request.parallel_tool_calls is not False,
             tools=request.tools,
+            tool_format=fmt,
         )
 
     def _end(self, job: Job, done: JobDone, outputs: list[Any], bench: bool) -> GenerationEnd:

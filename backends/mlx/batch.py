@@ -12,6 +12,15 @@ the plain per-sequence cache, which decodes a little faster), a
 pipelined like `mlx_lm.generate_step`: the next step's graph is built on the
 still-computing tokens and started with `async_eval` before the previous tokens
 are read back, so Python's per-token work overlaps the model's.
+
+Rows with a grammar (`Row.constraint`) need their previous token before the
+next token's mask exists, so a batch holding one starts the next forward pass
+first, then reads the previous tokens back and lets the matchers consume them;
+the engine feeds the tokens out, and `finish_step` computes the masks
+(llguidance, on the CPU) and samples from the masked logits: both happen while
+the forward pass runs. Masking happens before sampling, so
+logprobs report the constrained distribution. Batches without a constrained
+row take the plain path and pay nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import mlx.core as mx
 from mlx import nn
 from mlx_lm.models.cache import make_prompt_cache
 
+from backends.mlx.constraint import BatchMasks, apply_mask
 from backends.mlx.jobs import Job, Row
 from backends.mlx.sampling import RowSpec, Sampled, SamplerBatch
 
@@ -103,15 +113,22 @@ class Prefill:
         self.position = len(prompt)
         return logits[:, -1, :]
 
-    def finish(self, logits: mx.array, vocab_size: int) -> tuple[list[Any], SamplerBatch, Sampled]:
-        """Fan the cache out to the rows and sample each row's first token.
+    def finish(
+        self, logits: mx.array, vocab_size: int, masks: BatchMasks | None = None
+    ) -> tuple[list[Any], SamplerBatch, Sampled]:
+        """Fan the cache out to the rows and sample each row's first token
+        (masked by the rows' grammars, where they have active ones).
 
         A single row keeps the plain per-sequence cache (cheapest to decode alone).
         """
         specs = [RowSpec(row.params, row.choice, self.job.prompt) for row in self.rows]
         sampler = SamplerBatch(vocab_size, specs)
         rows = len(self.rows)
-        sampled = sampler.sample(mx.broadcast_to(logits, (rows, logits.shape[-1])) if rows > 1 else logits)
+        if rows > 1:
+            logits = mx.broadcast_to(logits, (rows, logits.shape[-1]))
+        if masks is not None:
+            logits = apply_mask(logits, masks.mask([row.constraint for row in self.rows]))
+        sampled = sampler.sample(logits)
         cache = self.cache
         if rows > 1:
             cache = to_batch(cache, rows)
@@ -129,6 +146,8 @@ class DecodeBatch:
 
     def __init__(self, model: nn.Module) -> None:
         self.model = model
+        self.masks: BatchMasks | None = None  # set by the engine once a constrained row comes
+        self.peak: tuple[int, int] = (0, 0)  # (rows, constrained rows) of the largest step so far
         self._clear()
 
     def _clear(self) -> None:
@@ -138,6 +157,8 @@ class DecodeBatch:
         self.sampler: SamplerBatch | None = None
         self.tokens: mx.array | None = None  # sampled, neither emitted nor fed yet
         self.parts: list[LogprobPart] = []  # logprobs of `tokens`
+        self.constrained = 0  # rows with a grammar
+        self._logits: mx.array | None = None  # a constrained step's, not yet sampled
         self.steps = 0
 
     def __len__(self) -> int:
@@ -160,6 +181,7 @@ class DecodeBatch:
             self.tokens = mx.concatenate([self.tokens, sampled.tokens])
         self.parts += _parts(rows, sampled)
         self.rows = self.rows + rows
+        self.constrained = sum(row.constraint is not None for row in self.rows)
 
     def remove(self, gone: set[Row]) -> None:
         """Drop rows (finished or cancelled) from the cache, sampler and pending tokens."""
@@ -177,8 +199,12 @@ class DecodeBatch:
             for layer in self.cache:
                 layer.filter(index)
         self.sampler.filter(keep)
-        self.tokens = self.tokens[index]
+        if self._logits is not None:  # between `step` and `finish_step`
+            self._logits = self._logits[index]
+        else:
+            self.tokens = self.tokens[index]
         self.rows = [self.rows[i] for i in keep]
+        self.constrained = sum(row.constraint is not None for row in self.rows)
 
     def row_cache(self, row: Row) -> list[Any] | None:
         """One row's KV cache as a per-sequence cache: the live one when it runs alone,
@@ -194,18 +220,42 @@ class DecodeBatch:
         """Start the next token of every row; return the previous one, read back.
 
         Returns the rows, their tokens, and logprob extras for rows that asked.
+        A batch with constrained rows only starts the forward pass here; the
+        engine calls `finish_step` once it has fed the tokens out (and dropped
+        finished rows), so the masks and that work both overlap the forward pass.
         """
         rows, pending, parts = self.rows, self.tokens, self.parts
+        self.peak = max(self.peak, (len(rows), self.constrained))
         logits = self.model(pending[:, None], cache=self.cache)[:, -1, :]
-        sampled = self.sampler.sample(logits)
-        mx.async_eval(*sampled.arrays())
-        self.tokens = sampled.tokens
-        self.parts = _parts(rows, sampled)
+        if self.constrained:
+            mx.async_eval(logits)
+            tokens = pending.tolist()
+            for row, token in zip(rows, tokens):
+                if row.constraint is not None:
+                    row.constraint.advance(token)
+            self._logits = logits
+        else:
+            self._sample(logits)
         self.steps += 1
         if self.steps % 256 == 0:
             mx.clear_cache()
-        tokens = pending.tolist()
+        if not self.constrained:
+            tokens = pending.tolist()
         extras: dict[Row, Extra] = {}
         for part in parts:
             part.read(extras)
         return rows, tokens, extras
+
+    def finish_step(self) -> None:
+        """Sample the tokens `step` left to sample: masked by the rows' grammars."""
+        logits, self._logits = self._logits, None
+        if logits is None or not self.rows:
+            return
+        assert self.masks is not None, "a constrained row joined without the engine's masks"
+        self._sample(apply_mask(logits, self.masks.mask([row.constraint for row in self.rows])))
+
+    def _sample(self, logits: mx.array) -> None:
+        sampled = self.sampler.sample(logits)
+        mx.async_eval(*sampled.arrays())
+        self.tokens = sampled.tokens
+        self.parts = _parts(self.rows, sampled)

@@ -39,11 +39,12 @@ from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import maybe_set_recommended_wired_limit
 
 from backends.mlx.batch import DecodeBatch, Extra, Prefill, can_batch
+from backends.mlx.constraint import BatchMasks
 from backends.mlx.embedding import EmbedJob
 from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
 from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
-from gateway.errors import BackendUnavailable
+from gateway.errors import BackendFailed, BackendUnavailable
 
 log = structlog.get_logger("backends.mlx.engine")
 
@@ -82,6 +83,7 @@ class Engine:
         self._dirty: list[Job] = []
         self._embeds: deque[EmbedJob] = deque()
         self._embed_debt = 0.0  # decode seconds owed to running rows before the next embed chunk
+        self._masks: BatchMasks | None = None  # grammar masks, made when a constrained job comes
 
     # --- the event loop's side --------------------------------------------------------
 
@@ -119,6 +121,10 @@ class Engine:
         batch, prefix = self._batch, self.prefix
         return {
             "running_rows": len(batch.rows) if batch is not None else 0,
+            "grammar_rows": batch.constrained if batch is not None else 0,
+            # the largest decode step so far, and how many of its rows had a grammar
+            "peak_rows": batch.peak[0] if batch is not None else 0,
+            "peak_grammar_rows": batch.peak[1] if batch is not None else 0,
             "waiting_requests": len({id(job) for job, _ in tuple(self._waiting)}),
             "prefilling": int(self._prefill is not None),
             "embedding_requests": len(self._embeds),
@@ -142,8 +148,13 @@ class Engine:
         self.model = model
         self.vocab_size = int(logits.shape[-1])
         self.batched = can_batch(cache)
-        self._batch = DecodeBatch(model)
+        self._batch = self._new_batch()
         self.prefix = PrefixCache(model, self.prefix_cache_bytes)
+
+    def _new_batch(self) -> DecodeBatch:
+        batch = DecodeBatch(self.model)
+        batch.masks = self._masks
+        return batch
 
     def detach(self) -> None:
         self._fail_all(BackendUnavailable("the model was unloaded"))
@@ -204,6 +215,10 @@ class Engine:
             self._post(job, BackendUnavailable("the model is not loaded"))
             job.done = True
             return
+        if self._masks is None and any(row.constraint for row in job.rows):
+            self._masks = BatchMasks(self.vocab_size)  # llguidance's threads start on first use
+            if self._batch is not None:
+                self._batch.masks = self._masks
         if self.batched:
             self._waiting.append((job, job.rows))
         else:
@@ -230,14 +245,15 @@ class Engine:
         if len(batch):
             try:
                 rows, tokens, extras = batch.step()
+                finished = self._emit(rows, tokens, extras)
+                if finished:
+                    batch.remove(finished)
+                batch.finish_step()  # constrained rows: masks and sampling, after the output work
             except Exception as error:  # the batch's state is unknown now: start afresh
                 log.exception("decode step failed")
                 self._fail_rows(list(batch.rows), error)
-                self._batch = DecodeBatch(self.model)
+                self._batch = self._new_batch()
                 return
-            finished = self._emit(rows, tokens, extras)
-            if finished:
-                batch.remove(finished)
         if streams and (embedding or self._embed_debt):  # this turn's stream work pays embeddings back
             self._embed_debt = max(0.0, self._embed_debt - (time.perf_counter() - started))
 
@@ -295,7 +311,7 @@ class Engine:
             if logits is None:
                 return
             self._prefill = None
-            cache, sampler, sampled = prefill.finish(logits, self.vocab_size)
+            cache, sampler, sampled = prefill.finish(logits, self.vocab_size, batch.masks)
         except Exception as error:
             log.exception("prefill failed")
             self._prefill = None
@@ -319,6 +335,10 @@ class Engine:
                 job.timings.first_token = now
             row.generated += 1
             row.tokens.append(token)
+            if row.constraint is not None and row.constraint.error is not None:
+                self._fail_rows([row], BackendFailed(f"constrained decoding failed: {row.constraint.error}"))
+                finished.update(job.rows)
+                continue
             extra = extras.get(row)
             if token in job.eos_ids:
                 end = (
@@ -380,7 +400,7 @@ class Engine:
         rows: list[Row] = []
         if self._batch is not None:
             rows += self._batch.rows
-            self._batch = DecodeBatch(self.model) if self.model is not None else None
+            self._batch = self._new_batch() if self.model is not None else None
         if self._prefill is not None:
             rows += self._prefill.job.rows
             self._prefill = None

@@ -12,10 +12,13 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from backends.mlx.sampling import SamplingParams
 from gateway.backend import GenerationChunk
+
+if TYPE_CHECKING:
+    from backends.mlx.constraint import Constraint
 
 
 class RowOutput(Protocol):
@@ -40,6 +43,7 @@ class Row:
     generated: int = 0
     finished: bool = False
     tokens: list[int] = field(default_factory=list)  # generated so far (for the prefix cache)
+    constraint: Constraint | None = None  # the grammar its tokens must follow
 
 
 @dataclass
@@ -84,12 +88,17 @@ class Job:
         max_tokens: int,
         eos_ids: frozenset[int],
         bench: bool = False,
+        constraints: Sequence[Constraint | None] = (),
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if len(params) != len(outputs) or not params:
             raise ValueError("a job needs one SamplingParams and one output per row")
+        if constraints and len(constraints) != len(params):
+            raise ValueError("a job's constraints, when given, are one per row")
         self.prompt = list(prompt)
         self.rows = [Row(self, choice, p, o) for choice, (p, o) in enumerate(zip(params, outputs))]
+        for row, constraint in zip(self.rows, constraints):
+            row.constraint = constraint
         self.max_tokens = max_tokens
         self.eos_ids = frozenset() if bench else eos_ids
         self.bench = bench

@@ -70,7 +70,9 @@ class ChoiceOutput:
     """Turns one choice's generated tokens into chunks; see the module doc for the rules.
 
     `tools` (the request's tool definitions) is passed to the tool parser,
-    which some parsers use to convert argument types. `continuation`: the text
+    which some parsers use to convert argument types. `tool_format` (markers and
+    parser) replaces the tokenizer's own, e.g. with the generic format.
+    `continuation`: the text
     continues a raw prompt, so its leading space is kept, and (`reports_end`)
     the end-of-sequence token is among its logprobs, as the legacy API lists it.
     """
@@ -89,6 +91,7 @@ class ChoiceOutput:
         top_logprobs: int = 0,
         parallel_tool_calls: bool = True,
         tools: Sequence[dict[str, Any]] | None = None,
+        tool_format: Any = None,
         continuation: bool = False,
     ) -> None:
         self._table = token_table(tokenizer)
@@ -98,9 +101,12 @@ class ChoiceOutput:
         think_start = getattr(tokenizer, "think_start", None)
         think_end = getattr(tokenizer, "think_end", None)
         reasoning = parse_reasoning and bool(think_start) and bool(think_end)
-        tool_start = getattr(tokenizer, "tool_call_start", None)
-        tool_end = getattr(tokenizer, "tool_call_end", None) or ""
-        parser = getattr(tokenizer, "tool_parser", None)
+        if tool_format is not None:  # the format the prompt asked for (see tool_choice.ToolFormat)
+            tool_start, tool_end, parser = tool_format.start, tool_format.end, tool_format.parser
+        else:
+            tool_start = getattr(tokenizer, "tool_call_start", None)
+            tool_end = getattr(tokenizer, "tool_call_end", None) or ""
+            parser = getattr(tokenizer, "tool_parser", None)
         tooling = parse_tools and bool(tool_start) and parser is not None
 
         rules: dict[int, list[tuple[str, int]]] = {CONTENT: [], REASONING: [], TOOL: []}

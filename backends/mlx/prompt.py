@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import jinja2
 import msgspec
 
+from backends.mlx.generic_tools import template_takes_tools, with_generic_tools
 from gateway.errors import BackendFailed, InvalidRequest, UnsupportedField
 from gateway.protocol import (
     ChatCompletionRequest,
@@ -32,6 +33,8 @@ from gateway.protocol import (
 
 if TYPE_CHECKING:  # importing it loads transformers; only the annotation is needed here
     from mlx_lm.tokenizer_utils import TokenizerWrapper
+
+    from backends.mlx.tool_choice import ToolFormat
 
 _NON_TEXT_REASONS: dict[type, str] = {
     ImageUrlPart: "image parts need a vision model; this model is text-only",
@@ -57,13 +60,16 @@ def build_prompt(
     chat_template: str | None = None,
     template_kwargs: Mapping[str, Any] = _NO_KWARGS,
     open_tool_call: bool = False,
+    tool_format: ToolFormat | None = None,
 ) -> Prompt:
     """Render `request` with the chat template (or `chat_template`) and encode it.
 
     `template_kwargs` are the model's configured defaults; the request's
-    `enable_thinking`/`reasoning_effort` win over them. `open_tool_call` ends the
-    prompt with the tokenizer's tool-call start marker, where it has one and a
-    parser for it, unless the model is left thinking: its answer is then a call.
+    `enable_thinking`/`reasoning_effort` win over them. `tool_format` is how the
+    model writes calls: the generic one means the template ignores tools, so they
+    are described in the system message instead (`generic_tools`).
+    `open_tool_call` ends the prompt with the format's start marker, unless the
+    model is left thinking: its answer is then a call.
     """
     source = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
     if source is None and not getattr(tokenizer, "has_chat_template", False):
@@ -71,6 +77,8 @@ def build_prompt(
     map_developer = not (isinstance(source, str) and "developer" in source)
     messages = [template_message(i, message, map_developer) for i, message in enumerate(request.messages)]
     tools = request.tools if request.tools and request.tool_choice != "none" else None
+    if tools and tool_format is not None and tool_format.generic:
+        messages, tools = with_generic_tools(messages, tools), None
     arguments = {**template_arguments(request, template_kwargs), "tools": tools, "tokenize": False}
     if chat_template is not None:
         arguments["chat_template"] = chat_template
@@ -80,10 +88,27 @@ def build_prompt(
     in_reasoning = False
     if getattr(tokenizer, "has_thinking", False):
         in_reasoning = _ends_in_reasoning(tokenizer, _generation_tail(tokenizer, messages, text, arguments))
-    start = getattr(tokenizer, "tool_call_start", None)
-    if not (open_tool_call and start and getattr(tokenizer, "tool_parser", None) and not in_reasoning):
+    if not (open_tool_call and tool_format is not None and not in_reasoning):
         return Prompt(tokens, text, in_reasoning)
+    start = tool_format.start
     return Prompt(tokens + list(tokenizer.encode(start, add_special_tokens=False)), text + start, False, True)
+
+
+def takes_tools(
+    tokenizer: TokenizerWrapper,
+    *,
+    chat_template: str | None = None,
+    template_kwargs: Mapping[str, Any] = _NO_KWARGS,
+) -> bool:
+    """Whether the chat template shows the model its tools."""
+
+    def render(messages: list[dict[str, Any]], tools: Any) -> str:
+        arguments = {**template_kwargs, "tools": tools, "tokenize": False}
+        if chat_template is not None:
+            arguments["chat_template"] = chat_template
+        return _render(tokenizer, messages, add_generation_prompt=True, **arguments)
+
+    return template_takes_tools(render)
 
 
 def template_arguments(

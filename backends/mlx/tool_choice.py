@@ -1,30 +1,37 @@
-"""`tool_choice` without constrained decoding: steer the prompt, check the result.
+"""`tool_choice` on MLX: which call a request forces, and in which format the model writes it.
 
-Without grammar-constrained decoding the model's output cannot be forced to be a
-valid call, so the backend does what it can and never passes silently:
+A model's tool-call format is its tokenizer's (mlx-lm infers the markers and the
+parser), described to the model by its chat template. A chat template that
+ignores `tools` (SmolLM2's, for one) gets the generic format instead: the
+backend describes the tools in the system prompt (`generic_tools.py`) and asks
+for `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, which the grammar
+can force and the output parser reads back like any other format.
+
 - "none": tools are left out of the prompt (`prompt.py`), tool parsing is off and
   the tool-call start token is banned when it is a single token;
-- a named function: the prompt shows only that tool;
-- "required" or a named function: the prompt ends with the tool-call start marker
-  (unless the model is left thinking), so the answer begins inside a call; a
-  choice that still ends without the demanded call (or calls another function)
-  fails the request with `ToolChoiceNotMet`.
+- "required" or a named function: the grammar (`grammar.tool_call_grammar`)
+  makes the answer a call (to that function), with arguments matching the
+  tool's `parameters`; the prompt ends with the tool-call start marker (unless
+  the model is left thinking), so the model's first token is already inside the
+  call. That needs a call format the grammar can write: mlx-lm's `json_tools`
+  one (`<tool_call>{"name": ..., "arguments": {...}}</tool_call>`, Qwen, Hermes
+  and most others); a model with another format gets a 400 naming `tool_choice`.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from gateway.backend import GenerationChunk
-from gateway.errors import BackendFailed
-from gateway.protocol import ChatCompletionRequest, replace
+from backends.mlx.grammar import CallFormat
+from gateway.errors import InvalidRequest
+from gateway.protocol import ChatCompletionRequest
 from gateway.validation import named_tool_choice
 
-
-class ToolChoiceNotMet(BackendFailed):
-    """The model ignored a forcing `tool_choice` (no constrained decoding yet)."""
-
-    code = "tool_choice_not_met"
+# mlx-lm tool parsers whose calls are `start` + a {"name", "arguments"} JSON object + `end`.
+_JSON_CALL_PARSERS = frozenset({"json_tools"})
 
 
 def forced_tool(request: ChatCompletionRequest) -> str | None:
@@ -36,25 +43,61 @@ def forced_tool(request: ChatCompletionRequest) -> str | None:
     return named_tool_choice(request.tool_choice)
 
 
-def prompt_request(request: ChatCompletionRequest, forced: str | None) -> ChatCompletionRequest:
-    """With a named tool_choice the model is shown only that tool: the best we can
-    do to steer it without constrained decoding."""
-    if forced is None or forced == "*":
-        return request
-    tools = [tool for tool in request.tools or () if tool.get("function", {}).get("name") == forced]
-    return replace(request, tools=tools)
+@dataclass(frozen=True)
+class ToolFormat:
+    """How this model's calls are written and read back."""
+
+    start: str
+    end: str
+    parser: Callable[[str, Any], Any]
+    generic: bool = False  # described in the system prompt by the backend, not by the template
+
+    @property
+    def can_force(self) -> bool:
+        """Whether the grammar can write calls in this format."""
+        return self.generic or getattr(self.parser, "__module__", "").rsplit(".", 1)[-1] in _JSON_CALL_PARSERS
 
 
-def enforce_tool_choice(forced: str, chunk: GenerationChunk, calls: list[str]) -> None:
-    """Fail loudly when a choice ends without the call `tool_choice` demands."""
-    what = "a tool call" if forced == "*" else f"a call to '{forced}'"
-    wrong = [name for name in calls if forced != "*" and name != forced]
-    if calls and not wrong:
+def parse_json_call(text: str, tools: Any = None) -> Any:
+    """The generic format's parser: the JSON object between the markers."""
+    return json.loads(text.strip())
+
+
+GENERIC = ToolFormat("<tool_call>", "</tool_call>", parse_json_call, generic=True)
+
+
+def tool_format(tokenizer: Any, generic: bool) -> ToolFormat | None:
+    """The tokenizer's own format, the generic one (`generic`: the chat template
+    ignores tools), or None where the model has no tool-call format."""
+    if generic:
+        return GENERIC
+    start, parser = getattr(tokenizer, "tool_call_start", None), getattr(tokenizer, "tool_parser", None)
+    if not start or parser is None:
+        return None
+    return ToolFormat(start, getattr(tokenizer, "tool_call_end", None) or "", parser)
+
+
+def call_format(tokenizer: Any, fmt: ToolFormat, ll_tokenizer: Any) -> CallFormat:
+    """`fmt` for the grammar, with the markers' ids where llguidance sees them as
+    special tokens (it matches those by id only)."""
+
+    def special_id(text: str) -> int | None:
+        token = single_token(tokenizer, text)
+        return token if token is not None and ll_tokenizer.is_special_token(token) else None
+
+    return CallFormat(fmt.start, fmt.end, special_id(fmt.start), special_id(fmt.end) if fmt.end else None)
+
+
+def check_tool_choice(request: ChatCompletionRequest, fmt: ToolFormat | None) -> None:
+    """400 for a forcing `tool_choice` the grammar cannot enforce in format `fmt`."""
+    forced = forced_tool(request)
+    if forced is None or (fmt is not None and fmt.can_force):
         return
-    made = f"called {', '.join(repr(n) for n in calls)}" if calls else "made no tool call"
-    raise ToolChoiceNotMet(
-        f"tool_choice requires {what}, but the model {made} (choice {chunk.choice}, finish_reason "
-        f"'{chunk.finish_reason}'); the mlx backend cannot force tool calls yet (no constrained decoding)",
+    what = "'required'" if forced == "*" else f"the function '{forced}'"
+    parser = getattr(fmt.parser, "__module__", "?").rsplit(".", 1)[-1] if fmt is not None else None
+    reason = f"its tool-call format ({parser}) is not one" if parser else "it has no tool-call format"
+    raise InvalidRequest(
+        f"tool_choice {what} cannot be enforced on this model: {reason} the mlx backend can constrain",
         param="tool_choice",
     )
 

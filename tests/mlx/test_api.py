@@ -238,12 +238,6 @@ def test_logit_bias_forces_and_is_checked(client: openai.OpenAI, tiny_tokenizer:
     assert caught.value.body["param"] == "logit_bias"
 
 
-def test_response_format_is_refused_by_name(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tiny", messages=USER, response_format={"type": "json_object"})
-    assert caught.value.body["param"] == "response_format"
-
-
 # --- bench and disconnects --------------------------------------------------------------
 
 

@@ -7,7 +7,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from backends.mlx.prompt import Prompt, build_prompt, template_arguments
+from backends.mlx.prompt import Prompt, build_prompt, takes_tools, template_arguments
+from backends.mlx.tool_choice import GENERIC, tool_format
 from gateway.errors import BackendFailed, InvalidRequest, UnsupportedField
 from gateway.protocol import ChatCompletionRequest
 
@@ -74,7 +75,9 @@ def test_open_tool_call_ends_the_prompt_with_the_start_marker(tiny_tokenizer: An
     """Only where the model is not left thinking: a call cannot start inside a think block."""
     req = request(user(), tools=[WEATHER_TOOL], enable_thinking=thinking)
     plain = build_prompt(tiny_tokenizer, req)
-    opened = build_prompt(tiny_tokenizer, req, open_tool_call=True)
+    opened = build_prompt(
+        tiny_tokenizer, req, open_tool_call=True, tool_format=tool_format(tiny_tokenizer, False)
+    )
     if thinking:
         assert opened == plain
         return
@@ -244,3 +247,31 @@ def test_model_without_a_chat_template_needs_one_configured(tmp_path: Any) -> No
         build_prompt(bare, request(user()))
     prompt = build_prompt(bare, request(user("Hi")), chat_template=ROLE_TEMPLATE)
     assert prompt.text == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n[effort=unset]"
+
+
+def test_a_template_that_ignores_tools_gets_them_in_the_system_message(tiny_tokenizer: Any) -> None:
+    assert takes_tools(tiny_tokenizer)
+    assert not takes_tools(tiny_tokenizer, chat_template=ROLE_TEMPLATE)
+    history = [
+        {"role": "system", "content": "Be brief."},
+        user("Weather?"),
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}
+        ]},
+        {"role": "tool", "tool_call_id": "c1", "content": "Rain"},
+        {"role": "tool", "tool_call_id": "c2", "content": "Wind"},
+    ]  # fmt: skip
+    req = request(*history, tools=[WEATHER_TOOL])
+    prompt = build_prompt(
+        tiny_tokenizer, req, chat_template=ROLE_TEMPLATE, tool_format=GENERIC, open_tool_call=True
+    )
+    assert prompt.text.startswith("<|im_start|>system\nBe brief.\n\n# Tools\n")
+    assert '"name": "get_weather"' in prompt.text and "<tool_call></tool_call> tags" in prompt.text
+    assert (
+        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>'
+        in prompt.text
+    )
+    assert "<|im_start|>user\n<tool_response>\nRain\n</tool_response>\n<tool_response>\nWind" in prompt.text
+    assert prompt.text.endswith("[effort=unset]<tool_call>") and prompt.in_tool_call
+    plain = build_prompt(tiny_tokenizer, request(*history), chat_template=ROLE_TEMPLATE)
+    assert "# Tools" not in plain.text

@@ -21,6 +21,7 @@ from tests.support.server import running_server
 
 PATHS = ("non-stream", "stream", "bench")
 MESSAGES_PATHS = ("messages", "messages-stream")  # Anthropic Messages, through the anthropic SDK
+RESPONSES_PATHS = ("responses", "responses-stream")  # /v1/responses, through `ask` too
 USER = [{"role": "user", "content": "the quick brown fox"}]
 # Built-in backends the echo-only tests never need (and must not import).
 UNUSED_BACKENDS = ["mlx", "openai"]
@@ -79,6 +80,8 @@ def ask(base_url: str, path: str, api_key: str = "unused", **body: Any) -> Answe
     body = {"model": "echo", "messages": USER, **body}
     if path in MESSAGES_PATHS:
         return ask_messages(base_url, path == "messages-stream", api_key, **body)
+    if path in RESPONSES_PATHS:
+        return _ask_responses(base_url, path == "responses-stream", api_key, body)
     if path == "bench":
         body.setdefault("max_tokens", 4)  # bench answers exactly max_tokens words: USER's four
         headers = {"authorization": f"Bearer {api_key}"}
@@ -113,6 +116,24 @@ def ask_messages(base_url: str, stream: bool, api_key: str, **body: Any) -> Answ
         message = sdk.messages.create(**body)
     text = "".join(block.text for block in message.content if block.type == "text")
     return Answer(text, _FINISH_REASONS.get(message.stop_reason or ""), message.usage)
+
+
+def _ask_responses(base_url: str, stream: bool, api_key: str, body: dict[str, Any]) -> Answer:
+    """The same question on /v1/responses: chat messages are valid input items."""
+    body = dict(body)
+    body["input"] = body.pop("messages")
+    if "max_tokens" in body:
+        body["max_output_tokens"] = body.pop("max_tokens")
+    responses = client(base_url, api_key).responses
+    if stream:
+        events = list(responses.create(**body, stream=True))
+        content = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+        response = events[-1].response
+    else:
+        response = responses.create(**body)
+        content = response.output_text
+    finish = "length" if response.status == "incomplete" else "stop"
+    return Answer(content, finish, response.usage)
 
 
 @contextmanager

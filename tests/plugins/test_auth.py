@@ -11,7 +11,17 @@ import pytest
 
 from gateway import ConfigError, RateLimited, RequestContext, create_app
 from plugins.auth import ApiKeyAuth, AuthSettings
-from tests.plugins.helpers import PATHS, USER, ask, captured_logs, client, gateway_config, rendered, serve
+from tests.plugins.helpers import (
+    PATHS,
+    RESPONSES_PATHS,
+    USER,
+    ask,
+    captured_logs,
+    client,
+    gateway_config,
+    rendered,
+    serve,
+)
 
 pytestmark = pytest.mark.hooks("authenticate")
 
@@ -37,9 +47,26 @@ def auth_server() -> Any:
         yield base_url
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", PATHS + RESPONSES_PATHS)
 def test_valid_key_is_accepted_on_every_path(auth_server: str, path: str) -> None:
     assert ask(auth_server, path, api_key=ALICE_KEY).content == "the quick brown fox"
+
+
+def test_a_stored_response_is_its_callers_only(auth_server: str) -> None:
+    alice, bob = client(auth_server, ALICE_KEY), client(auth_server, BOB_KEY)
+    response = alice.responses.create(model="echo", input="mine")
+    assert alice.responses.retrieve(response.id).output_text == "mine"
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.retrieve(response.id)
+    with pytest.raises(openai.NotFoundError):
+        bob.responses.delete(response.id)
+    with pytest.raises(openai.AuthenticationError):
+        client(auth_server, WRONG_KEY).responses.retrieve(response.id)
+    with pytest.raises(openai.AuthenticationError):
+        client(auth_server, WRONG_KEY).responses.create(model="echo", input="hi")
+    alice.responses.delete(response.id)
+    with pytest.raises(openai.NotFoundError):
+        alice.responses.retrieve(response.id)
 
 
 def test_x_api_key_header_is_accepted(auth_server: str) -> None:

@@ -1,6 +1,6 @@
-"""Every per-request hook fires the same way on each path: chat non-stream, stream and bench,
-Anthropic Messages streamed and not, legacy completions streamed and not, and embeddings
-(no `on_chunk`)."""
+"""Every per-request hook fires the same way on each path: chat non-stream, stream and
+bench, Responses and Anthropic Messages, streamed and not, legacy completions streamed
+and not, and embeddings (no `on_chunk`)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ from gateway import (
     hookimpl,
 )
 from tests.conftest import echo_config, plugin_manager
-from tests.plugins.helpers import MESSAGES_PATHS, PATHS, ask, client, serve
+from tests.plugins.helpers import MESSAGES_PATHS, PATHS, RESPONSES_PATHS, ask, client, serve
 
-EVERY_PATH = (*PATHS, *MESSAGES_PATHS)
+EVERY_PATH = (*PATHS, *RESPONSES_PATHS, *MESSAGES_PATHS)
 
 pytestmark = pytest.mark.hooks(
     "gateway_startup", "authenticate", "rewrite_request", "on_request", "on_chunk", "on_response", "on_error"

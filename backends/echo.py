@@ -17,6 +17,10 @@ answer is named on the last chunk (`stop_sequence`).
 Options (`[models.x.options]`): `delay_ms` per token, `fail_after_tokens` to
 simulate an engine failure mid-stream, `echo_system` to answer with the system
 prompt instead (to see what prompt-rewriting plugins send).
+
+Legacy completions: each raw prompt is continued with its own words (a prompt
+of token ids reads as its ids); `echo` puts the prompt first. Embeddings are
+refused (it lists no `input`): there is no model to embed with.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from gateway.backend import (
     wall_clock_stats,
 )
 from gateway.errors import BackendFailed, UnsupportedField
+from gateway.prompts import CompletionRequest
 from gateway.protocol import ChatCompletionRequest
 from gateway.validation import named_tool_choice
 
@@ -63,6 +68,8 @@ class EchoBackend:
             "tools",
             "tool_choice",
             "parallel_tool_calls",
+            "prompt",
+            "echo",
         }
     )
 
@@ -96,52 +103,87 @@ class EchoBackend:
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
         started = time.perf_counter()
-        prompt_tokens = _prompt_tokens(request)
         limit = request.max_tokens or 16
-        calls = _tool_calls(request)
-        words = [] if calls else _reply_words(request, limit if options.bench else None, self.options)
-        completion_tokens = 0
-        first_token: float | None = None
-        for choice in range(request.choice_count):
-            emitted, text = 0, ""
-            finish, matched = "stop", None
-            for word in words:
-                if emitted == limit:
-                    finish = "length"
-                    break
-                if (
-                    self.options.fail_after_tokens is not None
-                    and completion_tokens >= self.options.fail_after_tokens
-                ):
-                    raise BackendFailed("echo backend failed on purpose (fail_after_tokens)")
-                if self.options.delay_ms:
-                    await asyncio.sleep(self.options.delay_ms / 1000)
-                stop_at = _stop_position(text + word, request.stop_strings) if not options.bench else None
-                if stop_at is not None:
-                    stop_at, matched = stop_at
-                    piece = (text + word)[:stop_at][len(text) :]
-                    if piece:
-                        yield GenerationChunk(choice=choice, text=piece)
-                    break
-                text += word
-                emitted += 1
-                completion_tokens += 1
-                first_token = first_token or time.perf_counter()
-                yield GenerationChunk(choice=choice, text=word)
-            if emitted == limit and finish == "stop" and options.bench:
-                finish = "length"
-            for index, (name, arguments) in enumerate(calls):
-                completion_tokens += 1
-                call_id = f"call_echo{choice}" + (f"_{index}" if index else "")
-                yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, call_id, name)])
-                yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, arguments=arguments)])
-                finish = "tool_calls"
-            stopped_by = matched if finish == "stop" else None
-            yield GenerationChunk(choice=choice, finish_reason=finish, stop_sequence=stopped_by)  # type: ignore[arg-type]
-        usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        raw = isinstance(request, CompletionRequest)
+        calls = [] if raw else _tool_calls(request)
+        if isinstance(request, CompletionRequest):  # raw prompts: each continued with its own words
+            texts = [p if isinstance(p, str) else " ".join(map(str, p)) for p in request.raw_prompts]
+            prompt_tokens = sum(len(text.split()) for text in texts)
+            turns = [(text, _words(text, limit if options.bench else None)) for text in texts]
+            echo = bool(request.echo)
+        else:
+            prompt_tokens = _prompt_tokens(request)
+            words = [] if calls else _reply_words(request, limit if options.bench else None, self.options)
+            turns, echo = [("", words)], False
+        counter = _Counter()
+        n = request.n or 1
+        for number, (prompt, words) in enumerate(turns):
+            for copy in range(n):
+                choice = number * n + copy
+                if echo and prompt:
+                    yield GenerationChunk(choice=choice, text=prompt)
+                async for chunk in self._choice(choice, words, calls, limit, request, options, counter):
+                    yield chunk
+        usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=counter.tokens)
         yield GenerationEnd(
-            usage=usage, stats=wall_clock_stats(usage, started, first_token) if options.bench else None
+            usage=usage, stats=wall_clock_stats(usage, started, counter.first) if options.bench else None
         )
+
+    async def _choice(
+        self,
+        choice: int,
+        words: list[str],
+        calls: list[tuple[str, str]],
+        limit: int,
+        request: ChatCompletionRequest,
+        options: GenerationOptions,
+        counter: _Counter,
+    ) -> AsyncIterator[GenerationChunk]:
+        emitted, text = 0, ""
+        finish, matched = "stop", None
+        for word in words:
+            if emitted == limit:
+                finish = "length"
+                break
+            if (
+                self.options.fail_after_tokens is not None
+                and counter.tokens >= self.options.fail_after_tokens
+            ):
+                raise BackendFailed("echo backend failed on purpose (fail_after_tokens)")
+            if self.options.delay_ms:
+                await asyncio.sleep(self.options.delay_ms / 1000)
+            stop_at = _stop_position(text + word, request.stop_strings) if not options.bench else None
+            if stop_at is not None:
+                stop_at, matched = stop_at
+                piece = (text + word)[:stop_at][len(text) :]
+                if piece:
+                    yield GenerationChunk(choice=choice, text=piece)
+                break
+            text += word
+            emitted += 1
+            counter.tokens += 1
+            counter.first = counter.first or time.perf_counter()
+            yield GenerationChunk(choice=choice, text=word)
+        if emitted == limit and finish == "stop" and options.bench:
+            finish = "length"
+        for index, (name, arguments) in enumerate(calls):
+            counter.tokens += 1
+            call_id = f"call_echo{choice}" + (f"_{index}" if index else "")
+            yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, call_id, name)])
+            yield GenerationChunk(choice=choice, tool_calls=[ToolCallDelta(index, arguments=arguments)])
+            finish = "tool_calls"
+        stopped_by = matched if finish == "stop" else None
+        yield GenerationChunk(choice=choice, finish_reason=finish, stop_sequence=stopped_by)  # type: ignore[arg-type]
+
+
+class _Counter:
+    """Tokens generated over all choices, and when the first one came."""
+
+    __slots__ = ("first", "tokens")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.first: float | None = None
 
 
 def _reply_words(request: ChatCompletionRequest, exact: int | None, options: EchoOptions) -> list[str]:
@@ -153,8 +195,13 @@ def _reply_words(request: ChatCompletionRequest, exact: int | None, options: Ech
         text = f"tool {_called_name(request, last.tool_call_id)} said: {last.text()}"
     else:
         text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "") or "(empty)"
+    return _words(text, exact)
+
+
+def _words(text: str, exact: int | None) -> list[str]:
+    """The words of `text` as tokens ("" gives none); `exact` repeats them to that many."""
     words = text.split()
-    if exact is not None:  # bench mode: exactly the token limit, like a banned end-of-sequence
+    if exact is not None and words:  # bench mode: exactly the token limit, like a banned end-of-sequence
         words = [words[index % len(words)] for index in range(exact)]
     return [word if index == 0 else " " + word for index, word in enumerate(words)]
 

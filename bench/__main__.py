@@ -20,6 +20,7 @@ SECTIONS = {
     "decode": "bench.mlx_decode",
     "smollm2": "bench.smollm2_decode",
     "serving": "bench.serving",
+    "embeddings": "bench.embeddings",
     "load": "bench.model_load",
     "grammar": "bench.grammar",
 }

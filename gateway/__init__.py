@@ -6,6 +6,7 @@ The public API for plugin and backend authors is what this module exports.
 from gateway.app import create_app
 from gateway.backend import (
     Backend,
+    Embedder,
     GenerationChunk,
     GenerationEnd,
     GenerationEvent,
@@ -35,6 +36,7 @@ from gateway.errors import (
     UnsupportedField,
 )
 from gateway.hookspecs import hookimpl
+from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings, RawPrompt
 from gateway.protocol import (
     CEILING_FIELDS,
     FIELDS,
@@ -61,7 +63,11 @@ __all__ = [
     "ChatCompletion",
     "ChatCompletionRequest",
     "ClientDisconnected",
+    "CompletionRequest",
     "ConfigError",
+    "Embedder",
+    "EmbeddingRequest",
+    "Embeddings",
     "GatewayConfig",
     "GatewayError",
     "GenerationChunk",
@@ -80,6 +86,7 @@ __all__ = [
     "PermissionDenied",
     "PluginFailed",
     "RateLimited",
+    "RawPrompt",
     "RequestContext",
     "TokenLogprob",
     "TokenUsage",

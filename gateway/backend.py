@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal, Protocol
 from msgspec import Struct
 
 from gateway.config import ModelConfig, convert_config
+from gateway.prompts import EmbeddingRequest, Embeddings
 from gateway.protocol import GATEWAY_FIELDS, ChatCompletionRequest
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
@@ -136,14 +137,14 @@ class ModelSpec(Struct, frozen=True):
         return convert_config(self.config.options, type_, f'models."{self.id}".options')
 
 
-
-
 class Backend(Protocol):
     """A model engine. Implementations need not subclass anything (docs/backends.md).
 
     `supported_fields` names the request fields (beyond `GATEWAY_FIELDS`, which the
     gateway handles for every backend) that the backend honours; a request setting
     any other field gets a 400 naming it.
+    Raw prompts (`gateway.prompts.CompletionRequest`) are fields too: `prompt`,
+    `echo`, `best_of`, `suffix`. Embeddings: see `Embedder`.
     """
 
     kind: ClassVar[str]
@@ -181,6 +182,16 @@ class TokenCounter(Protocol):
     async def count_tokens(self, request: ChatCompletionRequest) -> int: ...
 
 
+class Embedder(Protocol):
+    """Optional on a backend: embeddings (`/v1/embeddings`). It lists `input` (and
+    `dimensions`, if it can) in `supported_fields`; `Pipeline.embed` answers a backend
+    without `embed` a 400 naming `input`."""
+
+    async def embed(self, request: EmbeddingRequest, options: GenerationOptions) -> Embeddings:
+        """One unit vector per input of `request.raw_inputs`, in order, and their token count."""
+        ...
+
+
 _UNSET_VALUES: dict[str, Any] = {"stream": False, "n": 1, "logprobs": False}
 
 
@@ -191,18 +202,23 @@ def _asks_for_something(name: str, value: Any) -> bool:
 
 
 @functools.cache
-def _unsupported_names(supported: frozenset[str]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+def _unsupported_names(
+    request_type: type[ChatCompletionRequest], supported: frozenset[str]
+) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
     """The request fields a backend does not honour, in declaration order, and a getter for
-    their values (worked out once per backend kind)."""
+    their values (worked out once per request type and backend kind). A subclass's own
+    fields (`gateway.prompts`) come first: they are what its endpoint is about."""
+    fields = request_type.__struct_fields__
+    base = len(ChatCompletionRequest.__struct_fields__)
     allowed = GATEWAY_FIELDS | supported
-    names = tuple(name for name in ChatCompletionRequest.__struct_fields__ if name not in allowed)
+    names = tuple(name for name in (*fields[base:], *fields[:base]) if name not in allowed)
     if len(names) > 1:
         return names, operator.attrgetter(*names)  # a tuple of values in one C call
     return names, lambda request: tuple(getattr(request, name) for name in names)
 
 
 def unsupported_fields(request: ChatCompletionRequest, backend: type[Backend] | Backend) -> list[str]:
-    names, values_of = _unsupported_names(frozenset(backend.supported_fields))
+    names, values_of = _unsupported_names(type(request), frozenset(backend.supported_fields))
     values = values_of(request)
     if values.count(None) == len(values):  # the usual case, at C speed
         return []

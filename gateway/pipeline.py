@@ -38,8 +38,16 @@ from gateway.backend import (
 )
 from gateway.config import GatewayConfig
 from gateway.context import Identity, RequestContext
-from gateway.errors import BackendFailed, ClientDisconnected, GatewayError, InvalidRequest, PermissionDenied
+from gateway.errors import (
+    BackendFailed,
+    ClientDisconnected,
+    GatewayError,
+    InvalidRequest,
+    PermissionDenied,
+    UnsupportedField,
+)
 from gateway.hooks import HookRunner
+from gateway.prompts import Embeddings
 from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
 from gateway.registry import BackendRegistry, Lease, ModelEntry
 from gateway.responses import ChatCompletion, Choice, Usage
@@ -317,6 +325,23 @@ class Pipeline:
             yield writer.error(failure)
             return
         yield writer.end(completion)
+
+    async def embed(
+        self, prepared: PreparedRequest, context: RequestContext, options: GenerationOptions
+    ) -> Embeddings:
+        """An embedding request's vectors (the second kind of work, beside `generate`),
+        after `on_response`, which sees a completion without choices whose usage counts
+        the input tokens. `on_chunk` never runs: nothing is generated."""
+        try:
+            embed = getattr(prepared.backend, "embed", None)
+            if embed is None:
+                raise UnsupportedField("input", prepared.backend.kind, "it computes no embeddings")
+            result: Embeddings = await embed(prepared.request, options)
+        finally:
+            prepared.lease.release()
+        usage = to_usage(TokenUsage(prompt_tokens=result.prompt_tokens, completion_tokens=0))
+        await self._finish(prepared, prepared.completion([], usage), context)
+        return result
 
     async def _finish(
         self, prepared: PreparedRequest, response: ChatCompletion, context: RequestContext

@@ -12,7 +12,7 @@ from litestar import Request, get
 from litestar.types import ASGIApp
 
 from gateway.context import RequestContext
-from gateway.endpoints import chat, error_response, messages, pipeline_of, responses
+from gateway.endpoints import chat, completions, embeddings, error_response, messages, pipeline_of, responses
 from gateway.endpoints.chat.endpoint import ChatEndpoint
 from gateway.errors import PermissionDenied
 from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context
@@ -84,5 +84,21 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-ROUTES = [*chat.ROUTES, *responses.ROUTES, *messages.ROUTES, list_models, get_model, health]
-SCHEMAS = [*chat.SCHEMAS, *responses.SCHEMAS, *messages.SCHEMAS, ModelList]
+ROUTES = [
+    *chat.ROUTES,
+    *responses.ROUTES,
+    *messages.ROUTES,
+    *completions.ROUTES,
+    *embeddings.ROUTES,
+    list_models,
+    get_model,
+    health,
+]
+SCHEMAS = [
+    *chat.SCHEMAS,
+    *responses.SCHEMAS,
+    *messages.SCHEMAS,
+    *completions.SCHEMAS,
+    *embeddings.SCHEMAS,
+    ModelList,
+]

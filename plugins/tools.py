@@ -29,7 +29,9 @@ import structlog
 
 from gateway import (
     ChatCompletionRequest,
+    CompletionRequest,
     ConfigError,
+    EmbeddingRequest,
     GatewayConfig,
     RequestContext,
     Tool,
@@ -80,6 +82,8 @@ class ToolRouter:
         self, request: ChatCompletionRequest, context: RequestContext
     ) -> ChatCompletionRequest | None:
         if request.tool_choice == "none" or request.choice_count > 1:
+            return None
+        if isinstance(request, CompletionRequest | EmbeddingRequest):  # raw prompts: no chat, no tools
             return None
         tools, definitions = self.offer_for(self.model_id(request.model) or request.model)
         if request.tools:

@@ -14,6 +14,7 @@ from backends.mlx.backend import MLXBackend
 from backends.upstream.backend import OpenAIUpstreamBackend
 from gateway import FIELDS, GATEWAY_FIELDS, SAMPLING_FIELDS, ChatCompletionRequest, Handling
 from gateway.config import SamplingDefaults
+from gateway.prompts import PROMPT_FIELDS
 from plugins import rewrite
 
 USER = [{"role": "user", "content": "the quick brown fox"}]
@@ -121,6 +122,6 @@ def test_defaults_and_rewrite_parameters_come_from_the_classification() -> None:
 
 @pytest.mark.parametrize("backend", [EchoBackend, MLXBackend, OpenAIUpstreamBackend])
 def test_backends_declare_only_request_fields_the_gateway_leaves_them(backend: type) -> None:
-    assert backend.supported_fields <= set(FIELDS)
+    assert backend.supported_fields <= set(FIELDS) | PROMPT_FIELDS  # completions', embeddings' too
     if backend is not OpenAIUpstreamBackend:  # the upstream forwards every field as it came
         assert not backend.supported_fields & GATEWAY_FIELDS

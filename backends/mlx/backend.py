@@ -34,7 +34,15 @@ from gateway.backend import (
     TokenUsage,
 )
 from gateway.config import ConfigError, parse_bytes
-from gateway.errors import BackendFailed, BackendUnavailable, GatewayError, InvalidRequest, ModelLoadFailed
+from gateway.errors import (
+    BackendFailed,
+    BackendUnavailable,
+    GatewayError,
+    InvalidRequest,
+    ModelLoadFailed,
+    UnsupportedField,
+)
+from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings, RawPrompt
 from gateway.protocol import ChatCompletionRequest
 
 if TYPE_CHECKING:
@@ -57,7 +65,11 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `max_batch_size` bounds the rows decoded together; `prefill_step_size` is the
     prompt chunk run between two decode steps of the other rows;
     `prefix_cache_bytes` caps the KV states kept for reuse by later prompts with
-    the same prefix (bytes or "512MiB"; 0 turns the prefix cache off).
+    the same prefix (bytes or "512MiB"; 0 turns the prefix cache off);
+    `embedding_pooling` is how /v1/embeddings pools the final hidden states per
+    input (`mean` over tokens, or the `last` token's); `embedding_dimensions`
+    says the model's embeddings may be truncated (Matryoshka-trained), so a
+    request's `dimensions` is honoured rather than refused.
     """
 
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
@@ -68,6 +80,8 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_batch_size: Annotated[int, Meta(ge=1, le=1024)] = 16
     prefill_step_size: Annotated[int, Meta(ge=16)] = 512
     prefix_cache_bytes: Annotated[int, Meta(ge=0)] | str = 512 * 1024**2
+    embedding_pooling: Literal["mean", "last"] = "mean"
+    embedding_dimensions: bool = False
 
 
 class MLXBackend:
@@ -97,6 +111,12 @@ class MLXBackend:
             "enable_thinking",
             "reasoning_effort",
             "response_format",
+            "prompt",  # raw prompts (legacy completions): tokenized as they are
+            "echo",
+            "best_of",
+            "suffix",  # models with fill-in-the-middle tokens (`infill.py`); others refuse it
+            "input",  # embeddings (`embed`)
+            "dimensions",
         }
     )
 
@@ -113,6 +133,7 @@ class MLXBackend:
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
         self._max_context: int | None = None
+        self._hidden_size = 0  # the embeddings' size (0: unknown)
         self._grammars: GrammarCompiler | None = None  # made on the first constrained request
         self._takes_tools = True  # whether the chat template shows tools (else: the generic format)
         self._grammars_lock = threading.Lock()
@@ -137,6 +158,7 @@ class MLXBackend:
         self._eos_ids = frozenset(int(i) for i in self._tokenizer.eos_token_ids)
         self._takes_tools = await asyncio.to_thread(self._template_takes_tools)
         self._max_context = self.options.max_context or trained_context
+        self._hidden_size = int(getattr(getattr(engine.model, "args", None), "hidden_size", 0) or 0)
         self._engine = engine
 
     async def unload(self) -> None:
@@ -199,6 +221,10 @@ class MLXBackend:
     ) -> AsyncIterator[GenerationEvent]:
         from backends.mlx.jobs import Job, JobDone
 
+        if isinstance(request, CompletionRequest):
+            async for event in self._complete_raw(request, options):
+                yield event
+            return
         engine, _ = self._ready()
         fmt = self._tool_format(request)
         check_tool_choice(request, fmt)
@@ -241,6 +267,168 @@ class MLXBackend:
         finally:
             if not ended:
                 engine.cancel(job)
+
+    async def _complete_raw(
+        self, request: CompletionRequest, options: GenerationOptions
+    ) -> AsyncIterator[GenerationEvent]:
+        """Legacy completions: each raw prompt a job of `n` rows, choices prompt-major.
+
+        With `echo`, each choice opens with its prompt's text (and with logprobs,
+        the prompt tokens' logprobs, computed on the engine thread first)."""
+        from backends.mlx.jobs import Job, JobDone
+        from backends.mlx.prompt_logprobs import PromptScorer, logprob_entries
+
+        engine, tokenizer = self._ready()
+        prompts = await asyncio.to_thread(self._tokenize, request.raw_prompts, "prompt")
+        if request.suffix is not None:
+            prompts = await asyncio.to_thread(self._infill, request, prompts)
+        n = request.n or 1
+        limits = [self._token_limit(request, len(tokens), "prompt") for tokens in prompts]
+        if request.echo:
+            top = request.top_logprobs or 0
+            for number, (raw, tokens) in enumerate(zip(request.raw_prompts, prompts, strict=True)):
+                text = raw if isinstance(raw, str) else await asyncio.to_thread(tokenizer.decode, tokens)
+                entries = None
+                if request.logprobs:
+                    scorer = PromptScorer(engine.model, tokens, top, engine.prefill_step_size)
+                    while not scorer.done:
+                        await asyncio.wrap_future(engine.call(scorer.step))
+                    entries = logprob_entries(tokenizer, tokens, scorer.scores)
+                for copy in range(n):
+                    yield GenerationChunk(choice=number * n + copy, text=text, logprobs=entries)
+        queue: asyncio.Queue[list[Any]] = asyncio.Queue()
+        jobs = []
+        for number, (tokens, limit) in enumerate(zip(prompts, limits, strict=True)):
+            outputs = [self._raw_output(request, number * n + copy) for copy in range(n)]
+            job = Job(
+                tokens,
+                [self._sampling(request, options.bench)] * n,
+                outputs,
+                max_tokens=limit,
+                eos_ids=self._eos_ids,
+                bench=options.bench,
+            )
+            job.queue = queue  # one stream of events for every prompt's job
+            jobs.append(job)
+        for job in jobs:
+            engine.submit(job)
+        left = len(jobs)
+        usage = TokenUsage(0, 0)
+        try:
+            while left:
+                for event in await queue.get():
+                    if isinstance(event, GenerationChunk):
+                        yield event
+                    elif isinstance(event, JobDone):
+                        left -= 1
+                        usage = TokenUsage(
+                            usage.prompt_tokens + event.prompt_tokens,
+                            usage.completion_tokens + event.completion_tokens,
+                            usage.cached_tokens + event.cached_tokens,
+                        )
+                    elif isinstance(event, GatewayError):
+                        raise event
+                    else:
+                        raise BackendFailed(f"generation failed: {type(event).__name__}: {event}") from event
+        finally:
+            if left:
+                for job in jobs:
+                    engine.cancel(job)
+        yield GenerationEnd(usage=usage)
+
+    def _infill(self, request: CompletionRequest, prompts: list[list[int]]) -> list[list[int]]:
+        """Each prompt wrapped for fill-in-the-middle with the request's `suffix`."""
+        from backends.mlx.infill import fim_tokens, infill_prompt
+
+        markers = fim_tokens(self._tokenizer)
+        if markers is None:
+            raise UnsupportedField(
+                "suffix", self.kind, f"model '{self.spec.id}' has no fill-in-the-middle tokens"
+            )
+        if request.echo:
+            raise InvalidRequest("'suffix' cannot be used with 'echo'", param="suffix")
+        suffix = request.suffix or ""
+        return [infill_prompt(self._tokenizer, tokens, suffix, markers) for tokens in prompts]
+
+    def _raw_output(self, request: CompletionRequest, choice: int) -> Any:
+        """A raw continuation's output: plain text (no reasoning or tool parsing)."""
+        from backends.mlx.output import ChoiceOutput
+
+        return ChoiceOutput(
+            self._tokenizer,
+            choice=choice,
+            stop=request.stop_strings,
+            parse_reasoning=False,
+            continuation=True,
+            logprobs=bool(request.logprobs),
+            top_logprobs=request.top_logprobs or 0,
+        )
+
+    async def embed(self, request: EmbeddingRequest, options: GenerationOptions) -> Embeddings:
+        """Pooled, L2-normalised final hidden states, one vector per input, batched on the
+        engine thread between decode steps (`backends.mlx.embedding`)."""
+        from backends.mlx.embedding import EmbedJob, hidden_states_of
+
+        engine, _ = self._ready()
+        if hidden_states_of(engine.model) is None:
+            raise UnsupportedField("input", self.kind, f"model '{self.spec.id}' exposes no hidden states")
+        inputs = await asyncio.to_thread(self._tokenize, request.raw_inputs, "input")
+        if self._max_context is not None:
+            for index, tokens in enumerate(inputs):
+                if len(tokens) > self._max_context:
+                    raise InvalidRequest(
+                        f"input {index} has {len(tokens)} tokens; this model's maximum context length "
+                        f"is {self._max_context} tokens",
+                        param="input",
+                        code="context_length_exceeded",
+                    )
+        dimensions = self._dimensions(request.dimensions)
+        job = EmbedJob(inputs, self.options.embedding_pooling, dimensions)
+        engine.embed(job)
+        try:
+            vectors = await job.future
+        except asyncio.CancelledError:
+            job.cancelled = True
+            raise
+        except GatewayError:
+            raise
+        except Exception as error:
+            raise BackendFailed(f"embedding failed: {type(error).__name__}: {error}") from error
+        return Embeddings(vectors=vectors, prompt_tokens=sum(len(tokens) for tokens in inputs))
+
+    def _dimensions(self, dimensions: int | None) -> int | None:
+        if dimensions is None:
+            return None
+        if not self.options.embedding_dimensions:
+            raise UnsupportedField(
+                "dimensions",
+                self.kind,
+                f"model '{self.spec.id}' does not allow truncated embeddings (options.embedding_dimensions)",
+            )
+        size = self._hidden_size
+        if size and dimensions > size:
+            raise InvalidRequest(
+                f"dimensions is {dimensions}, above this model's embedding size of {size}", param="dimensions"
+            )
+        return dimensions
+
+    def _tokenize(self, prompts: list[RawPrompt], param: str) -> list[list[int]]:
+        """Runs in a worker thread: text is encoded as it is (the tokenizer's own special
+        tokens, e.g. BOS, but no chat template); token ids are checked against the vocabulary."""
+        vocab = self._engine.vocab_size if self._engine is not None else 0
+        result = []
+        for index, prompt in enumerate(prompts):
+            tokens = list(self._tokenizer.encode(prompt)) if isinstance(prompt, str) else prompt
+            if not tokens:
+                raise InvalidRequest(f"{param} {index} is empty once tokenized", param=param)
+            outside = next((token for token in tokens if token >= vocab), None)
+            if outside is not None:
+                raise InvalidRequest(
+                    f"{param} {index} has token id {outside}, outside this model's vocabulary (0..{vocab - 1})",
+                    param=param,
+                )
+            result.append(tokens)
+        return result
 
     async def count_tokens(self, request: ChatCompletionRequest) -> int:
         """The rendered prompt's length: the tokens `generate` would prefill."""
@@ -324,7 +512,9 @@ class MLXBackend:
             tool_format=fmt,
         )
 
-    def _token_limit(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
+    def _token_limit(
+        self, request: ChatCompletionRequest, prompt_tokens: int, param: str = "messages"
+    ) -> int:
         # The gateway has applied the model's default and ceiling (`apply_model_config`).
         limit = request.max_tokens or self.spec.config.default_max_tokens
         context = self._max_context
@@ -333,7 +523,7 @@ class MLXBackend:
                 raise InvalidRequest(
                     f"This model's maximum context length is {context} tokens; the prompt alone "
                     f"has {prompt_tokens} tokens",
-                    param="messages",
+                    param=param,
                     code="context_length_exceeded",
                 )
             raise InvalidRequest(

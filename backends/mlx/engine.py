@@ -13,6 +13,11 @@ The thread runs a continuous-batching loop. Each turn it
 4. sends each job the events of this turn with one `call_soon_threadsafe` per
    event loop.
 
+Embedding jobs (`embedding.EmbedJob`) run a chunk per turn, before the
+prefill: at full speed when nothing decodes, and while rows decode only
+within `embed_share` of the engine's time (each chunk's time is paid back by
+decode time before the next), so running streams keep most of their speed.
+
 The event loop is never blocked by MLX: `submit`/`cancel`/`call` only enqueue.
 """
 
@@ -35,6 +40,7 @@ from mlx_lm.utils import maybe_set_recommended_wired_limit
 
 from backends.mlx.batch import DecodeBatch, Extra, Prefill, can_batch
 from backends.mlx.constraint import BatchMasks
+from backends.mlx.embedding import EmbedJob
 from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
 from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
@@ -54,9 +60,15 @@ class Engine:
         max_batch_size: int = 16,
         prefill_step_size: int = 512,
         prefix_cache_bytes: int = 0,
+        embed_share: float = 0.15,
         name: str = "mlx",
     ) -> None:
         self.max_batch_size = max_batch_size
+        self.embed_share = embed_share
+        # Embedding chunks, in tokens: smaller than prefill chunks, and smaller still
+        # beside running streams, which wait for one chunk at most.
+        self.embed_step_size = max(16, prefill_step_size // 8)
+        self.embed_step_beside_streams = max(16, prefill_step_size // 32)
         self.prefill_step_size = prefill_step_size
         self.prefix_cache_bytes = prefix_cache_bytes
         self.prefix: PrefixCache | None = None  # KV states of earlier prompts (prefix_cache.py)
@@ -69,6 +81,8 @@ class Engine:
         self._prefill: Prefill | None = None
         self._batch: DecodeBatch | None = None
         self._dirty: list[Job] = []
+        self._embeds: deque[EmbedJob] = deque()
+        self._embed_debt = 0.0  # decode seconds owed to running rows before the next embed chunk
         self._masks: BatchMasks | None = None  # grammar masks, made when a constrained job comes
 
     # --- the event loop's side --------------------------------------------------------
@@ -84,6 +98,9 @@ class Engine:
 
     def submit(self, job: Job) -> None:
         self._inbox.put(("submit", job))
+
+    def embed(self, job: EmbedJob) -> None:
+        self._inbox.put(("embed", job))
 
     def cancel(self, job: Job) -> None:
         """Stop a job (client gone); its rows leave the batch before the next step."""
@@ -110,6 +127,7 @@ class Engine:
             "peak_grammar_rows": batch.peak[1] if batch is not None else 0,
             "waiting_requests": len({id(job) for job, _ in tuple(self._waiting)}),
             "prefilling": int(self._prefill is not None),
+            "embedding_requests": len(self._embeds),
             "max_batch_size": self.max_batch_size,
             **(prefix.stats() if prefix is not None else no_prefix_stats()),
         }
@@ -161,7 +179,7 @@ class Engine:
         self._flush()
 
     def _busy(self) -> bool:
-        return bool(self._waiting or self._prefill or (self._batch and len(self._batch)))
+        return bool(self._waiting or self._prefill or self._embeds or (self._batch and len(self._batch)))
 
     def _take_messages(self) -> bool:
         """Handle every queued message (waiting for one when idle); False on stop."""
@@ -179,6 +197,11 @@ class Engine:
                 self._admit(message[1])
             elif kind == "cancel":
                 self._cancel(message[1])
+            elif kind == "embed":
+                if self.model is None:
+                    message[1].resolve(BackendUnavailable("the model is not loaded"))
+                else:
+                    self._embeds.append(message[1])
             elif kind == "call":
                 _, function, args, future = message
                 if future.set_running_or_notify_cancel():
@@ -215,6 +238,9 @@ class Engine:
     def _turn(self) -> None:
         batch = self._batch
         assert batch is not None
+        streams = bool(len(batch) or self._waiting or self._prefill)
+        embedding = self._embed_step(streams)
+        started = time.perf_counter()
         self._prefill_step()
         if len(batch):
             try:
@@ -227,6 +253,35 @@ class Engine:
                 log.exception("decode step failed")
                 self._fail_rows(list(batch.rows), error)
                 self._batch = self._new_batch()
+                return
+        if streams and (embedding or self._embed_debt):  # this turn's stream work pays embeddings back
+            self._embed_debt = max(0.0, self._embed_debt - (time.perf_counter() - started))
+
+    def _embed_step(self, streams: bool) -> float:
+        """Run one chunk of the oldest embedding job, if its share allows; returns its seconds.
+
+        `streams`: generation requests are decoding or waiting; then a chunk runs
+        only once the last one's time is paid back (`_embed_debt`)."""
+        while self._embeds and self._embeds[0].cancelled:
+            self._embeds.popleft()
+        if not self._embeds or (streams and self._embed_debt > 0):
+            return 0.0
+        job = self._embeds[0]
+        started = time.perf_counter()
+        try:
+            job.step(self.model, self.embed_step_beside_streams if streams else self.embed_step_size)
+        except Exception as error:
+            log.exception("embedding failed")
+            self._embeds.popleft()
+            job.resolve(error)
+            return time.perf_counter() - started
+        if job.finished:
+            self._embeds.popleft()
+            job.resolve()
+        spent = time.perf_counter() - started
+        if streams:
+            self._embed_debt += spent * (1 - self.embed_share) / self.embed_share
+        return spent
 
     def _prefill_step(self) -> None:
         """Run one chunk of the current prefill, starting the next waiting one if it fits."""
@@ -284,11 +339,14 @@ class Engine:
                 self._fail_rows([row], BackendFailed(f"constrained decoding failed: {row.constraint.error}"))
                 finished.update(job.rows)
                 continue
+            extra = extras.get(row)
             if token in job.eos_ids:
-                self._finish(row, "stop")
+                end = (
+                    TokenStep(token, *extra) if extra and getattr(row.output, "reports_end", False) else None
+                )
+                self._finish(row, "stop", end)
                 finished.add(row)
                 continue
-            extra = extras.get(row)
             try:
                 chunk = row.output.feed(TokenStep(token, *extra) if extra else TokenStep(token))
                 if chunk is not None:
@@ -305,11 +363,13 @@ class Engine:
                 finished.update(job.rows)
         return finished
 
-    def _finish(self, row: Row, reason: str) -> None:
+    def _finish(self, row: Row, reason: str, end: TokenStep | None = None) -> None:
+        """`end`: the end-of-sequence token, for outputs that report its logprob."""
         row.finished = True
         job = row.job
         self._keep_reply(row)
-        self._post(job, row.output.finish(reason))  # type: ignore[arg-type]
+        chunk = row.output.finish(reason) if end is None else row.output.finish(reason, end)  # type: ignore[arg-type, call-arg]
+        self._post(job, chunk)
         job.rows_left -= 1
         if job.rows_left == 0:
             job.timings.finished = time.perf_counter()
@@ -348,6 +408,8 @@ class Engine:
             rows += job_rows
         self._waiting.clear()
         self._fail_rows(rows, error)
+        while self._embeds:
+            self._embeds.popleft().resolve(error)
 
     def _post(self, job: Job, event: Event) -> None:
         if not job.outbox:

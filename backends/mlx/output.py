@@ -72,6 +72,9 @@ class ChoiceOutput:
     `tools` (the request's tool definitions) is passed to the tool parser,
     which some parsers use to convert argument types. `tool_format` (markers and
     parser) replaces the tokenizer's own, e.g. with the generic format.
+    `continuation`: the text
+    continues a raw prompt, so its leading space is kept, and (`reports_end`)
+    the end-of-sequence token is among its logprobs, as the legacy API lists it.
     """
 
     def __init__(
@@ -89,9 +92,11 @@ class ChoiceOutput:
         parallel_tool_calls: bool = True,
         tools: Sequence[dict[str, Any]] | None = None,
         tool_format: Any = None,
+        continuation: bool = False,
     ) -> None:
         self._table = token_table(tokenizer)
-        self._decoder = TextDecoder(self._table)
+        self._decoder = TextDecoder(self._table, trim=not continuation)
+        self.reports_end = continuation and logprobs
         self._choice = choice
         think_start = getattr(tokenizer, "think_start", None)
         think_end = getattr(tokenizer, "think_end", None)
@@ -175,8 +180,9 @@ class ChoiceOutput:
             self._settle()
         return self._chunk(None)
 
-    def finish(self, reason: Literal["stop", "length"]) -> GenerationChunk:
-        """The choice's last chunk: held text flushed, open markup closed, finish_reason set."""
+    def finish(self, reason: Literal["stop", "length"], end: TokenStep | None = None) -> GenerationChunk:
+        """The choice's last chunk: held text flushed, open markup closed, finish_reason set;
+        `end`, the end-of-sequence token, gets its logprob reported last (`reports_end`)."""
         if self._finished:
             raise RuntimeError("finish() was already called for this choice")
         self._finished = True
@@ -196,6 +202,8 @@ class ChoiceOutput:
             self._emit_content(text, at, False)
         if self._logprobs is not None:
             self._logprobs.clear()
+            if end is not None and self.reports_end:
+                self._logprobs.report_token(end)
         finish: FinishReason
         if reason == "length" and not self._stopped:
             finish = "length"

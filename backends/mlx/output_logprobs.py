@@ -72,6 +72,10 @@ class LogprobTracker:
     def clear(self) -> None:
         self._pending.clear()
 
+    def report_token(self, step: Step) -> None:
+        """Report a token that produced no output (a continuation's end of sequence)."""
+        self.ready.append(self._entry(step))
+
     def take(self) -> list[TokenLogprob] | None:
         """The reported entries for a chunk (None when there are none)."""
         if not self.ready:

@@ -145,10 +145,12 @@ class TextDecoder:
 
     __slots__ = ("_bytes_of", "_decode", "_trim")
 
-    def __init__(self, table: TokenTable) -> None:
+    def __init__(self, table: TokenTable, trim: bool = True) -> None:
+        """`trim=False` keeps a leading space the detokenizer would drop (a raw prompt's
+        continuation: " there" after "Hello" is not the start of a message)."""
         self._bytes_of = table.bytes_of
         self._decode = codecs.getincrementaldecoder("utf-8")("replace").decode
-        self._trim = table.trim_leading_space
+        self._trim = trim and table.trim_leading_space
 
     def add(self, token: int) -> str:
         """Text completed by this token ("" while a character is still incomplete)."""

@@ -33,7 +33,7 @@ from backends.upstream.options import UpstreamOptions, base_urls, load_options
 from backends.upstream.pool import HealthChecker, Upstream, UpstreamPool
 from backends.upstream.sse import sse_data
 from backends.upstream.stream import UpstreamStream
-from backends.upstream.wire import request_body
+from backends.upstream.wire import completion_body, embedding_body, read_embeddings, request_body
 from gateway.backend import (
     GenerationEnd,
     GenerationEvent,
@@ -42,12 +42,14 @@ from gateway.backend import (
     wall_clock_stats,
 )
 from gateway.errors import BackendFailed, BackendUnavailable
+from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings
 from gateway.protocol import ChatCompletionRequest
 
 log = structlog.get_logger("backends.upstream")
 
 # Compressed event streams would be buffered by the decompressor: ask for none.
 _STREAM_HEADERS = {"accept": "text/event-stream", "accept-encoding": "identity"}
+_JSON_HEADERS = {"accept": "application/json", "content-type": "application/json"}
 
 
 class _Retry(Exception):
@@ -61,7 +63,8 @@ class _Retry(Exception):
 class OpenAIUpstreamBackend:
     kind = "openai"
     # The upstream decides what it supports; a field it refuses comes back as its 400.
-    supported_fields = frozenset(ChatCompletionRequest.__struct_fields__)
+    # Legacy completions go to `{url}/completions`, embeddings to `{url}/embeddings`.
+    supported_fields = frozenset({*CompletionRequest.__struct_fields__, *EmbeddingRequest.__struct_fields__})
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -101,48 +104,75 @@ class OpenAIUpstreamBackend:
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
+        legacy = isinstance(request, CompletionRequest)
+        body = completion_body(request, self.model) if legacy else request_body(request, self.model)
+        started = time.perf_counter()
+        path = "/completions" if legacy else "/chat/completions"
+        upstream, response = await self._connect(body, options.request_id, path)
+        try:
+            async with aclosing(self._events(response, request, options, started)) as events:
+                async for event in events:
+                    yield event
+        finally:
+            await response.aclose()
+            upstream.outstanding -= 1
+
+    async def embed(self, request: EmbeddingRequest, options: GenerationOptions) -> Embeddings:
+        """Forwarded to `{url}/embeddings` (as floats; the endpoint encodes base64 itself)."""
+        body = embedding_body(request, self.model)
+        upstream, response = await self._connect(body, options.request_id, "/embeddings", stream=False)
+        try:
+            answer = await response.aread()
+        finally:
+            await response.aclose()
+            upstream.outstanding -= 1
+        return read_embeddings(answer, len(request.input))
+
+    async def _connect(
+        self, body: bytes, request_id: str, path: str, stream: bool = True
+    ) -> tuple[Upstream, httpx.Response]:
+        """The first upstream's 200 response, failing over to the next until headers arrive.
+
+        The upstream's `outstanding` count is left raised: the caller lowers it
+        once it has read the response."""
         client = self._client
         if client is None:
             raise BackendUnavailable(f"model '{self.spec.id}' is not loaded")
-        body = request_body(request, self.model)
-        started = time.perf_counter()
         tried: list[Upstream] = []
         failure: UpstreamFailed = UpstreamUnreachable(f"no healthy upstream for model '{self.spec.id}'")
         while (upstream := self.pool.pick(tried)) is not None:
             tried.append(upstream)
             upstream.outstanding += 1
             try:
-                try:
-                    response = await self._open(client, upstream, body, options.request_id)
-                except _Retry as retry:
-                    failure = retry.error
-                    continue
-                try:
-                    async with aclosing(self._events(response, request, options, started)) as events:
-                        async for event in events:
-                            yield event
-                finally:
-                    await response.aclose()
-                return
-            finally:
+                return upstream, await self._open(client, upstream, body, request_id, path, stream)
+            except _Retry as retry:
+                failure = retry.error
                 upstream.outstanding -= 1
+            except BaseException:
+                upstream.outstanding -= 1
+                raise
         raise failure
 
     async def _open(
-        self, client: httpx.AsyncClient, upstream: Upstream, body: bytes, request_id: str
+        self,
+        client: httpx.AsyncClient,
+        upstream: Upstream,
+        body: bytes,
+        request_id: str,
+        path: str = "/chat/completions",
+        stream: bool = True,
     ) -> httpx.Response:
         """The upstream's 200 response, its stream unread; raises `_Retry` or a passed-through 4xx.
 
         Our request id goes along as `x-request-id`, so the tiers' logs can be joined.
         """
-        headers = {**_STREAM_HEADERS, "x-request-id": request_id} if request_id else _STREAM_HEADERS
-        outgoing = client.build_request(
-            "POST", f"{upstream.url}/chat/completions", content=body, headers=headers
-        )
+        base = _STREAM_HEADERS if stream else _JSON_HEADERS
+        headers = {**base, "x-request-id": request_id} if request_id else base
+        outgoing = client.build_request("POST", f"{upstream.url}{path}", content=body, headers=headers)
         try:
             async with asyncio.timeout(self.options.timeout_s):
                 response = await client.send(outgoing, stream=True)
-                if response.status_code == 200 and _is_event_stream(response):
+                if response.status_code == 200 and (not stream or _is_event_stream(response)):
                     return response
                 error_body = await response.aread()
                 await response.aclose()
@@ -172,7 +202,7 @@ class OpenAIUpstreamBackend:
         started: float,
     ) -> AsyncIterator[GenerationEvent]:
         """Gateway events for one upstream stream, each yielded as its chunk arrives."""
-        stream = UpstreamStream(request.choice_count)
+        stream = UpstreamStream(request.choice_count, legacy=isinstance(request, CompletionRequest))
         try:
             async with aclosing(sse_data(response.aiter_lines())) as events:
                 async for data in events:

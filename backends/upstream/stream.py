@@ -6,7 +6,14 @@ import time
 
 import msgspec
 
-from backends.upstream.wire import decode_chunk, error_message, to_chunk, to_usage
+from backends.upstream.wire import (
+    decode_chunk,
+    decode_completion_chunk,
+    error_message,
+    to_chunk,
+    to_legacy_chunk,
+    to_usage,
+)
 from gateway.backend import GenerationChunk, TokenUsage
 from gateway.errors import BackendFailed
 
@@ -19,8 +26,11 @@ class UpstreamStream:
     with a choice unfinished.
     """
 
-    def __init__(self, choices: int) -> None:
+    def __init__(self, choices: int, legacy: bool = False) -> None:
+        """`legacy`: the upstream streams legacy completions (`text_completion` chunks)."""
         self.choices = choices
+        self._decode = decode_completion_chunk if legacy else decode_chunk
+        self._to_chunk = to_legacy_chunk if legacy else to_chunk
         self.done = False
         self.first_output: float | None = None
         self._usage: TokenUsage | None = None
@@ -32,7 +42,7 @@ class UpstreamStream:
             self.done = True
             return []
         try:
-            upstream_chunk = decode_chunk(data)
+            upstream_chunk = self._decode(data)
         except msgspec.DecodeError:
             raise BackendFailed("the upstream sent a malformed stream chunk") from None
         if upstream_chunk.error is not None:
@@ -41,7 +51,7 @@ class UpstreamStream:
             self._usage = to_usage(upstream_chunk.usage)
         chunks = []
         for choice in upstream_chunk.choices or ():
-            chunk = to_chunk(choice)
+            chunk = self._to_chunk(choice)  # type: ignore[arg-type]
             if chunk is None:
                 continue
             if not 0 <= chunk.choice < self.choices:

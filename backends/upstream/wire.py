@@ -7,6 +7,7 @@ slightly different subset.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -20,6 +21,8 @@ from gateway.backend import (
     ToolCallDelta,
     TopLogprob,
 )
+from gateway.errors import BackendFailed
+from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings
 from gateway.protocol import ChatCompletionRequest
 
 
@@ -96,6 +99,30 @@ class UpstreamChunk(Struct):
 
 decode_chunk = msgspec.json.Decoder(UpstreamChunk).decode
 
+
+class _LegacyLogprobs(Struct):
+    tokens: list[str] = []
+    token_logprobs: list[float | None] = []
+    top_logprobs: list[dict[str, float] | None] | None = None
+
+
+class _LegacyChoice(Struct):
+    index: int = 0
+    text: str | None = None
+    logprobs: _LegacyLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class UpstreamCompletionChunk(Struct):
+    """One `data:` event of an upstream legacy-completion stream (`text_completion`)."""
+
+    choices: list[_LegacyChoice] | None = None
+    usage: _Usage | None = None
+    error: _Error | str | None = None
+
+
+decode_completion_chunk = msgspec.json.Decoder(UpstreamCompletionChunk).decode
+
 _FINISH_REASONS: dict[str, FinishReason] = {
     "stop": "stop",
     "length": "length",
@@ -156,6 +183,31 @@ def to_chunk(choice: _Choice) -> GenerationChunk | None:
     )
 
 
+def _legacy_logprobs(logprobs: _LegacyLogprobs) -> list[TokenLogprob]:
+    """Legacy parallel lists as chat-style entries (a null logprob, an echoed prompt's
+    first token, becomes NaN: the completions endpoint writes it back as null)."""
+    tops = logprobs.top_logprobs or [None] * len(logprobs.tokens)
+    return [
+        TokenLogprob(
+            token,
+            math.nan if value is None else value,
+            None,
+            [TopLogprob(name, logprob, None) for name, logprob in (top or {}).items()],
+        )
+        for token, value, top in zip(logprobs.tokens, logprobs.token_logprobs, tops, strict=False)
+    ]
+
+
+def to_legacy_chunk(choice: _LegacyChoice) -> GenerationChunk | None:
+    """The gateway chunk for one upstream legacy-completion choice; None when empty."""
+    text = choice.text or ""
+    logprobs = _legacy_logprobs(choice.logprobs) if choice.logprobs and choice.logprobs.tokens else None
+    finish = finish_reason(choice.finish_reason) if choice.finish_reason else None
+    if not (text or logprobs or finish):
+        return None
+    return GenerationChunk(choice=choice.index, text=text, logprobs=logprobs, finish_reason=finish)
+
+
 def to_usage(usage: _Usage) -> TokenUsage:
     prompt = usage.prompt_tokens_details
     completion = usage.completion_tokens_details
@@ -181,6 +233,60 @@ def _without_nulls(value: Any) -> Any:
 
 
 _encode = msgspec.json.Encoder().encode
+
+
+# Chat-only fields a legacy completion never sets, and the internal ones it translates.
+_NOT_LEGACY = frozenset({"messages", "logprobs", "top_logprobs", "best_of", "prompt"})
+
+
+def completion_body(request: CompletionRequest, model: str) -> bytes:
+    """The legacy completions body for `{url}/completions`, streamed with usage.
+
+    `n` is what the endpoint asks for (with `best_of`, that many candidates: the
+    gateway ranks them), so `best_of` itself does not go upstream."""
+    body = {k: v for k, v in msgspec.to_builtins(request).items() if k not in _NOT_LEGACY}
+    prompts = request.raw_prompts
+    body["prompt"] = prompts[0] if len(prompts) == 1 else prompts
+    if request.logprobs:
+        body["logprobs"] = request.top_logprobs or 0
+    body.update(model=model, stream=True, stream_options={"include_usage": True})
+    return _encode(body)
+
+
+def embedding_body(request: EmbeddingRequest, model: str) -> bytes:
+    body: dict[str, Any] = {"model": model, "input": request.raw_inputs, "encoding_format": "float"}
+    if request.dimensions is not None:
+        body["dimensions"] = request.dimensions
+    if request.user is not None:
+        body["user"] = request.user
+    return _encode(body)
+
+
+class _EmbeddingItem(Struct):
+    embedding: list[float]
+    index: int = 0
+
+
+class _EmbeddingUsage(Struct):
+    prompt_tokens: int | None = None
+
+
+class UpstreamEmbeddings(Struct):
+    data: list[_EmbeddingItem]
+    usage: _EmbeddingUsage | None = None
+
+
+def read_embeddings(body: bytes, inputs: int) -> Embeddings:
+    """The upstream's vectors in input order; anything else is a `BackendFailed`."""
+    try:
+        answer = msgspec.json.decode(body, type=UpstreamEmbeddings)
+    except msgspec.DecodeError:
+        raise BackendFailed("the upstream sent a malformed embeddings answer") from None
+    items = sorted(answer.data, key=lambda item: item.index)
+    if [item.index for item in items] != list(range(inputs)):
+        raise BackendFailed(f"the upstream answered {len(items)} embeddings for {inputs} inputs")
+    tokens = answer.usage.prompt_tokens if answer.usage else None
+    return Embeddings(vectors=[item.embedding for item in items], prompt_tokens=tokens or 0)
 
 
 def request_body(request: ChatCompletionRequest, model: str) -> bytes:

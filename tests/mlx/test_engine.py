@@ -333,3 +333,39 @@ def test_a_failing_output_ends_only_its_own_request(tiny_engine: Engine) -> None
     asyncio.run(go())
     assert on_thread(tiny_engine, lambda: len(tiny_engine._batch)) == 0
     assert tiny_engine.stats()["running_rows"] == 0
+
+
+def test_embeddings_run_between_decode_steps_of_a_running_stream(tiny_engine: Engine) -> None:
+    """An embedding job of many chunks interleaves with decoding: the stream keeps
+    getting tokens while it runs, the tokens are the ones it gets alone, and the
+    vectors are the ones a lone forward pass gives."""
+    from backends.mlx.embedding import EmbedJob, hidden_states_of, pooled
+
+    inputs = [[10 + (index % 7), 20 + index, 30] for index in range(40)]  # ~8 chunks beside a stream
+
+    async def go() -> tuple[list[int], list[list[float]], int]:
+        job, outputs = make_job(tiny_engine, PROMPT, max_tokens=100_000)
+        tiny_engine.submit(job)
+        while len(outputs[0].steps) < 2:
+            await asyncio.sleep(0.001)
+        embedding = EmbedJob(inputs, "mean", None)
+        before = len(outputs[0].steps)
+        tiny_engine.embed(embedding)
+        vectors = await embedding.future
+        during = len(outputs[0].steps) - before
+        tiny_engine.cancel(job)
+        return outputs[0].tokens, vectors, during
+
+    tokens, vectors, during = asyncio.run(go())
+    assert tokens[:30] == reference_greedy(tiny_engine, PROMPT, 30)
+    # Beside a stream a chunk holds 16 tokens (5 of these inputs): 8 chunks, one per
+    # engine turn at most, and every turn decodes a token.
+    assert tiny_engine.embed_step_beside_streams == 16
+    assert during >= 7
+
+    def alone() -> list[list[float]]:
+        body = hidden_states_of(tiny_engine.model)
+        return [pooled(body(mx.array([row])), [len(row)], "mean", None).tolist()[0] for row in inputs]
+
+    for got, want in zip(vectors, on_thread(tiny_engine, alone), strict=True):
+        assert got == pytest.approx(want, abs=1e-5)

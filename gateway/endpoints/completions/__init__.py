@@ -1,0 +1,5 @@
+"""OpenAI's legacy completions (`/v1/completions`): raw prompts, no chat template."""
+
+from gateway.endpoints.completions.routes import ROUTES, SCHEMAS
+
+__all__ = ["ROUTES", "SCHEMAS"]

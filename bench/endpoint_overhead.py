@@ -34,10 +34,20 @@ ENDPOINTS: dict[str, tuple[str, dict[str, Any], Callable[[Any], str]]] = {
         {"model": "echo", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16},
         lambda answer: answer["choices"][0]["message"]["content"],
     ),
+    "responses": (
+        "/v1/responses",
+        {"model": "echo", "input": QUESTION, "max_output_tokens": 16},
+        lambda answer: answer["output"][0]["content"][0]["text"],
+    ),
     "messages": (
         "/v1/messages",
         {"model": "echo", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 16},
         lambda answer: answer["content"][0]["text"],
+    ),
+    "completions": (
+        "/v1/completions",
+        {"model": "echo", "prompt": QUESTION, "max_tokens": 16},
+        lambda answer: answer["choices"][0]["text"],
     ),
 }
 

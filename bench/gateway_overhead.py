@@ -9,12 +9,9 @@ non-streamed chat completion:
 - plugins: the gateway with auth (one key), rewrite, tools and request_log
   (logging to a file) enabled.
 
-The gateway server also takes the same question on each other endpoint
-(`ENDPOINT_LOADS`: /v1/responses), compared with its chat figure.
-
-Rounds interleave the loads, and each figure is the median over rounds, so a
-noisy machine hurts all alike. Targets: gateway >= 60% of the ceiling's
-requests/s, gateway with plugins >= 50%, each other endpoint >= 90% of chat.
+Rounds interleave the three, and each figure is the median over rounds, so a
+noisy machine hurts all three alike. Targets: gateway >= 60% of the ceiling's
+requests/s, gateway with plugins >= 50%.
 
     python -m bench.gateway_overhead          # GATEWAY_BENCH_SECONDS, _ROUNDS, _CONNECTIONS
 """
@@ -35,11 +32,6 @@ from bench.keepalive import post_request, run_load
 from bench.servers import free_port, gateway_server, process_server
 
 TARGETS = {"gateway": 0.60, "plugins": 0.50}
-# Other endpoints on the gateway server: (path, body); each is compared with chat.
-ENDPOINT_LOADS = {
-    "responses": ("/v1/responses", {"model": "echo", "input": "hello there", "max_output_tokens": 16}),
-}
-ENDPOINT_TARGET = 0.90
 API_KEY = "sk-bench-overhead"
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}
 BACKENDS_UNUSED = '"mlx", "openai"'
@@ -95,14 +87,6 @@ def _check(name: str, base_url: str, headers: dict[str, str]) -> None:
             raise RuntimeError(f"the auth plugin is not active: {refused.status_code}")
 
 
-def _check_endpoint(base_url: str, path: str, body: dict[str, Any]) -> None:
-    """The endpoint answers the question right before it is timed."""
-    response = httpx.post(f"{base_url}{path}", json=body, timeout=30)
-    response.raise_for_status()
-    if "hello there" not in response.text:
-        raise RuntimeError(f"{path} answered {response.text[:200]!r}")
-
-
 def run(report: Callable[[str], None]) -> dict[str, Any]:
     seconds = float(os.environ.get("GATEWAY_BENCH_SECONDS", "3"))
     rounds = int(os.environ.get("GATEWAY_BENCH_ROUNDS", "5"))
@@ -117,21 +101,13 @@ def run(report: Callable[[str], None]) -> dict[str, Any]:
         }
         for name, (base_url, headers) in servers.items():
             _check(name, base_url, headers)
-        loads = {
-            name: (url, "/v1/chat/completions", body, headers) for name, (url, headers) in servers.items()
-        }
-        for name, (path, endpoint_body) in ENDPOINT_LOADS.items():  # run right after chat, on its server
-            _check_endpoint(servers["gateway"][0], path, endpoint_body)
-            loads[name] = (servers["gateway"][0], path, json.dumps(endpoint_body).encode(), {})
-        order = ["ceiling", "gateway", *ENDPOINT_LOADS, "plugins"]
-        loads = {name: loads[name] for name in order}
-        samples: dict[str, list[dict[str, float]]] = {name: [] for name in loads}
+        samples: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
         for number in range(1, rounds + 1):
-            for name, (base_url, path, load_body, headers) in loads.items():
-                request = post_request(base_url, path, load_body, headers)
+            for name, (base_url, headers) in servers.items():
+                request = post_request(base_url, "/v1/chat/completions", body, headers)
                 summary = run_load(base_url, request, connections, 0.5, seconds).summary()
                 samples[name].append(summary)
-                report(f"round {number}/{rounds} {name:9} {summary}")
+                report(f"round {number}/{rounds} {name:8} {summary}")
     results: dict[str, Any] = {name: _median(runs) for name, runs in samples.items()}
     ceiling = results["ceiling"]["rps"]
     for name, target in TARGETS.items():
@@ -142,21 +118,6 @@ def run(report: Callable[[str], None]) -> dict[str, Any]:
             f"(target {target:.0%}: {'met' if ratio >= target else 'MISSED'}); "
             f"p50 {results[name]['p50_ms']:.2f} ms, p99 {results[name]['p99_ms']:.2f} ms "
             f"(ceiling p50 {results['ceiling']['p50_ms']:.2f} ms, p99 {results['ceiling']['p99_ms']:.2f} ms)"
-        )
-    chat = results["gateway"]["rps"]
-    for name in ENDPOINT_LOADS:
-        # The median of each round's ratio: adjacent runs share the machine's load of the moment.
-        ratio = statistics.median(
-            run["rps"] / chat_run["rps"]
-            for run, chat_run in zip(samples[name], samples["gateway"], strict=True)
-        )
-        results[name].update(
-            ratio_to_chat=round(ratio, 3), target=ENDPOINT_TARGET, met=ratio >= ENDPOINT_TARGET
-        )
-        report(
-            f"{name}: {results[name]['rps']:.0f} req/s = {ratio:.2f}x chat completions' {chat:.0f} "
-            f"(target {ENDPOINT_TARGET:.2f}x: {'met' if ratio >= ENDPOINT_TARGET else 'MISSED'}); "
-            f"p50 {results[name]['p50_ms']:.2f} ms, p99 {results[name]['p99_ms']:.2f} ms"
         )
     results["settings"] = {"seconds": seconds, "rounds": rounds, "connections": connections, "body": BODY}
     return results

@@ -112,7 +112,9 @@ def rewrite_request(request: ChatCompletionRequest, context: RequestContext) -> 
     """Rewrite the request before it reaches the backend.
 
     :param request: the request as left by the previous plugin (requests are
-        values: build a new one with `gateway.replace(request, field=...)`).
+        values: build a new one with `gateway.replace(request, field=...)`). On
+        every endpoint it is the chat request the endpoint's body was translated
+        into (`context.endpoint` says which; docs/plugins.md shows what each holds).
     :param context: the request's context.
     :return: the new request, or None to keep it unchanged.
 
@@ -173,7 +175,8 @@ def on_response(response: ChatCompletion, context: RequestContext) -> None:
     """Observe the finished answer.
 
     :param response: the whole `ChatCompletion` (for a stream, assembled from its
-        chunks), with usage.
+        chunks), with usage, whatever API the client spoke (an embedding request's
+        has no choices).
     :param context: the request's context (timings in `context.timings`).
     :return: nothing.
 

@@ -7,6 +7,7 @@ from gateway.app import create_app
 from gateway.backend import (
     Backend,
     Embedder,
+    FinishReason,
     GenerationChunk,
     GenerationEnd,
     GenerationEvent,
@@ -19,7 +20,7 @@ from gateway.backend import (
     TopLogprob,
     wall_clock_stats,
 )
-from gateway.config import ConfigError, GatewayConfig, ModelConfig, load_config, parse_config
+from gateway.config import ConfigError, GatewayConfig, ModelConfig, load_config, parse_bytes, parse_config
 from gateway.context import Identity, RequestContext
 from gateway.errors import (
     AuthenticationFailed,
@@ -43,13 +44,18 @@ from gateway.protocol import (
     GATEWAY_FIELDS,
     SAMPLING_FIELDS,
     ChatCompletionRequest,
+    FilePart,
     Handling,
+    ImageUrlPart,
+    InputAudioPart,
     Message,
+    TextPart,
     ToolCall,
     replace,
 )
 from gateway.responses import ChatCompletion
 from gateway.tools import Tool
+from gateway.validation import named_tool_choice
 
 __all__ = [
     "CEILING_FIELDS",
@@ -68,6 +74,8 @@ __all__ = [
     "Embedder",
     "EmbeddingRequest",
     "Embeddings",
+    "FilePart",
+    "FinishReason",
     "GatewayConfig",
     "GatewayError",
     "GenerationChunk",
@@ -77,6 +85,8 @@ __all__ = [
     "GenerationStats",
     "Handling",
     "Identity",
+    "ImageUrlPart",
+    "InputAudioPart",
     "InvalidRequest",
     "Message",
     "ModelConfig",
@@ -88,6 +98,7 @@ __all__ = [
     "RateLimited",
     "RawPrompt",
     "RequestContext",
+    "TextPart",
     "TokenLogprob",
     "TokenUsage",
     "Tool",
@@ -98,6 +109,8 @@ __all__ = [
     "create_app",
     "hookimpl",
     "load_config",
+    "named_tool_choice",
+    "parse_bytes",
     "parse_config",
     "replace",
     "wall_clock_stats",

@@ -44,7 +44,7 @@ from backends.mlx.embedding import EmbedJob
 from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
 from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
-from gateway.errors import BackendFailed, BackendUnavailable
+from gateway import BackendFailed, BackendUnavailable
 
 log = structlog.get_logger("backends.mlx.engine")
 

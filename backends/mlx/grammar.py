@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.errors import InvalidRequest
+from gateway import InvalidRequest
 
 SCHEMA_PARAM = "response_format.json_schema.schema"
 # Options of llguidance's JSON compiler: json.dumps' separators, no other whitespace.

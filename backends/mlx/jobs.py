@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from backends.mlx.sampling import SamplingParams
-from gateway.backend import GenerationChunk
+from gateway import GenerationChunk
 
 if TYPE_CHECKING:
     from backends.mlx.constraint import Constraint

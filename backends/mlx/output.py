@@ -53,7 +53,7 @@ from backends.mlx.output_logprobs import LogprobTracker
 from backends.mlx.output_scan import CONTENT, REASONING, TOOL, Channel, MarkEvent, Segmenter, TextEvent
 from backends.mlx.output_text import TextDecoder, token_table
 from backends.mlx.output_tools import ToolCallBuffer, make_call_id
-from gateway.backend import FinishReason, GenerationChunk, ToolCallDelta
+from gateway import FinishReason, GenerationChunk, ToolCallDelta
 
 __all__ = ["ChoiceOutput", "TokenStep", "make_call_id"]
 

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from backends.mlx.output_text import TokenTable
-from gateway.backend import TokenLogprob, TopLogprob
+from gateway import TokenLogprob, TopLogprob
 
 
 class Step(Protocol):

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from gateway.backend import ToolCallDelta
+from gateway import ToolCallDelta
 
 ToolParser = Callable[[str, Any], Any]
 

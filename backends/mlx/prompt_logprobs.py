@@ -14,7 +14,7 @@ import mlx.core as mx
 from mlx import nn
 
 from backends.mlx.output_text import token_table
-from gateway.backend import TokenLogprob, TopLogprob
+from gateway import TokenLogprob, TopLogprob
 
 Score = tuple[float, list[tuple[int, float]]]  # (logprob, top (id, logprob)s)
 

@@ -25,7 +25,7 @@ from backends.mlx.grammar import (
 )
 from backends.mlx.prompt import Prompt
 from backends.mlx.tool_choice import ToolFormat, call_format, forced_tool
-from gateway.protocol import ChatCompletionRequest
+from gateway import ChatCompletionRequest
 
 
 def grammar_field(request: ChatCompletionRequest, fmt: ToolFormat | None) -> str | None:

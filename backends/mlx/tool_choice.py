@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.mlx.grammar import CallFormat
-from gateway.errors import InvalidRequest
-from gateway.protocol import ChatCompletionRequest
-from gateway.validation import named_tool_choice
+from gateway import ChatCompletionRequest, InvalidRequest, named_tool_choice
 
 # mlx-lm tool parsers whose calls are `start` + a {"name", "arguments"} JSON object + `end`.
 _JSON_CALL_PARSERS = frozenset({"json_tools"})

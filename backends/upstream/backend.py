@@ -34,16 +34,19 @@ from backends.upstream.pool import HealthChecker, Upstream, UpstreamPool
 from backends.upstream.sse import sse_data
 from backends.upstream.stream import UpstreamStream
 from backends.upstream.wire import completion_body, embedding_body, read_embeddings, request_body
-from gateway.backend import (
+from gateway import (
+    BackendFailed,
+    BackendUnavailable,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
     GenerationEnd,
     GenerationEvent,
     GenerationOptions,
     ModelSpec,
     wall_clock_stats,
 )
-from gateway.errors import BackendFailed, BackendUnavailable
-from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings
-from gateway.protocol import ChatCompletionRequest
 
 log = structlog.get_logger("backends.upstream")
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from gateway.errors import GatewayError
+from gateway import GatewayError
 
 _decode_json = msgspec.json.Decoder().decode
 

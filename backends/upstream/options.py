@@ -6,8 +6,7 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from gateway.backend import ModelSpec
-from gateway.config import ConfigError
+from gateway import ConfigError, ModelSpec
 
 
 class UpstreamOptions(Struct, frozen=True, forbid_unknown_fields=True):

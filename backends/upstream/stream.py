@@ -14,8 +14,7 @@ from backends.upstream.wire import (
     to_legacy_chunk,
     to_usage,
 )
-from gateway.backend import GenerationChunk, TokenUsage
-from gateway.errors import BackendFailed
+from gateway import BackendFailed, GenerationChunk, TokenUsage
 
 
 class UpstreamStream:

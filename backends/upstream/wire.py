@@ -13,7 +13,12 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
-from gateway.backend import (
+from gateway import (
+    BackendFailed,
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    Embeddings,
     FinishReason,
     GenerationChunk,
     TokenLogprob,
@@ -21,9 +26,6 @@ from gateway.backend import (
     ToolCallDelta,
     TopLogprob,
 )
-from gateway.errors import BackendFailed
-from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings
-from gateway.protocol import ChatCompletionRequest
 
 
 class _Function(Struct):

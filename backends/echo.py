@@ -18,8 +18,10 @@ prompt instead (to see what prompt-rewriting plugins send).
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from msgspec import Meta, Struct
@@ -88,16 +90,21 @@ class EchoBackend:
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
+        """Word by word, built lazily: memory and time per token stay flat however
+        large `max_tokens` or the message is, and the loop gets a turn every
+        `_YIELD_EVERY` words, so one long answer never holds up other requests."""
         started = time.perf_counter()
         prompt_tokens = sum(len(message.text().split()) + 1 for message in request.messages)
         limit = request.max_tokens or 16
         calls = _tool_calls(request)
-        words = [] if calls else _reply_words(request, limit if options.bench else None, self.options)
+        stops = [] if options.bench else request.stop_strings
+        keep = max((len(stop) for stop in stops), default=1) - 1  # text a stop string can span
         completion_tokens = 0
         first_token: float | None = None
         for choice in range(request.choice_count):
-            emitted, text = 0, ""
+            emitted, tail = 0, ""
             finish = "stop"
+            words = () if calls else _reply_words(request, limit if options.bench else None, self.options)
             for word in words:
                 if emitted == limit:
                     finish = "length"
@@ -109,13 +116,17 @@ class EchoBackend:
                     raise BackendFailed("echo backend failed on purpose (fail_after_tokens)")
                 if self.options.delay_ms:
                     await asyncio.sleep(self.options.delay_ms / 1000)
-                stop_at = _stop_position(text + word, request.stop_strings) if not options.bench else None
-                if stop_at is not None:
-                    piece = (text + word)[:stop_at][len(text) :]
-                    if piece:
-                        yield GenerationChunk(choice=choice, text=piece)
-                    break
-                text += word
+                elif emitted % _YIELD_EVERY == _YIELD_EVERY - 1:
+                    await asyncio.sleep(0)
+                if stops:
+                    window = tail + word
+                    stop_at = _stop_position(window, stops)
+                    if stop_at is not None:
+                        piece = window[:stop_at][len(tail) :]
+                        if piece:
+                            yield GenerationChunk(choice=choice, text=piece)
+                        break
+                    tail = window[len(window) - keep :] if keep else ""
                 emitted += 1
                 completion_tokens += 1
                 first_token = first_token or time.perf_counter()
@@ -135,7 +146,12 @@ class EchoBackend:
         )
 
 
-def _reply_words(request: ChatCompletionRequest, exact: int | None, options: EchoOptions) -> list[str]:
+_YIELD_EVERY = 256
+_WORD = re.compile(r"\S+")
+
+
+def _reply_words(request: ChatCompletionRequest, exact: int | None, options: EchoOptions) -> Iterator[str]:
+    """The answer's words, lazily (the first without its leading space)."""
     last = request.messages[-1]
     if options.echo_system:
         system = [m.text() for m in request.messages if m.role in ("system", "developer")]
@@ -144,10 +160,22 @@ def _reply_words(request: ChatCompletionRequest, exact: int | None, options: Ech
         text = f"tool {_called_name(request, last.tool_call_id)} said: {last.text()}"
     else:
         text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "") or "(empty)"
-    words = text.split()
+    words = (match.group() for match in _WORD.finditer(text))
     if exact is not None:  # bench mode: exactly the token limit, like a banned end-of-sequence
-        words = [words[index % len(words)] for index in range(exact)]
-    return [word if index == 0 else " " + word for index, word in enumerate(words)]
+        words = itertools.islice(_cycle_words(text), exact)
+    for index, word in enumerate(words):
+        yield word if index == 0 else " " + word
+
+
+def _cycle_words(text: str) -> Iterator[str]:
+    """The words of `text` over and over (none if it has none), without a list of them."""
+    while True:
+        found = False
+        for match in _WORD.finditer(text):
+            found = True
+            yield match.group()
+        if not found:
+            return
 
 
 def _called_name(request: ChatCompletionRequest, call_id: str | None) -> str:

@@ -16,6 +16,7 @@ import msgspec
 import pluggy
 import structlog
 from litestar import Litestar, Request, Response
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
@@ -23,7 +24,11 @@ from litestar.openapi import OpenAPIConfig
 from gateway.admin import ADMIN_ROUTES, reload_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
+from gateway.lifecycle import Lifecycle
+from gateway.metrics import Metrics, attach
+from gateway.middleware import install
 from gateway.openapi import add_wire_schemas
+from gateway.ops_routes import metrics, ready
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
@@ -55,7 +60,7 @@ def _on_gateway_error(_: Request[Any, Any, Any], error: GatewayError) -> Respons
 
 def _on_http_error(_: Request[Any, Any, Any], error: HTTPException) -> Response[Any]:
     error_type, code = _HTTP_ERRORS.get(error.status_code, ("invalid_request_error", "http_error"))
-    failure = GatewayError(error.detail, code=code)
+    failure = GatewayError(error.detail, code=code, headers=dict(error.headers or {}))  # 405: Allow
     failure.status_code, failure.error_type = error.status_code, error_type
     return _error_response(failure)
 
@@ -72,8 +77,14 @@ def create_app(
     config_path: str | os.PathLike[str] | None = None,
 ) -> Litestar:
     """The gateway app. `config_path` enables reloading (SIGHUP, `POST /admin/reload`)."""
-    plugins = PluginSet.build(plugin_manager or default_plugin_manager(config))
+    manager = plugin_manager or default_plugin_manager(config)
+    state_holder: list[State] = []
+    gauges = Metrics(lambda: state_holder[0].registry) if config.server.metrics else None
+    attach(manager, gauges)
+    plugins = PluginSet.build(manager)
     registry = BackendRegistry(config, plugins.backends)
+    if gauges is not None:
+        registry.on_queue_wait, registry.on_loaded = gauges.queue_wait, gauges.model_loaded
     service = ChatService(config, registry, plugins.hooks)
     state = State(
         {
@@ -84,8 +95,11 @@ def create_app(
             "reload_lock": asyncio.Lock(),
             "registry": registry,
             "service": service,
+            "lifecycle": Lifecycle(),
+            "metrics": gauges,
         }
     )
+    state_holder.append(state)
     background: set[asyncio.Task[None]] = set()
 
     async def startup() -> None:
@@ -101,7 +115,8 @@ def create_app(
         await registry.close()
 
     app = Litestar(
-        route_handlers=[*ROUTES, *ADMIN_ROUTES],
+        route_handlers=[*ROUTES, *ADMIN_ROUTES, ready, *([metrics] if gauges is not None else [])],
+        cors_config=CORSConfig(allow_origins=config.server.cors_origins) if config.server.cors_origins else None,
         on_startup=[startup],
         on_shutdown=[shutdown],
         exception_handlers={
@@ -115,6 +130,7 @@ def create_app(
         logging_config=None,
     )
     add_wire_schemas(app)
+    install(app, state)  # request ids, drain, timeouts and HTTP metrics on every response
     return app
 
 

@@ -22,9 +22,9 @@ def _load(path: str) -> GatewayConfig:
 
 def serve(args: argparse.Namespace) -> None:
     import msgspec
-    import uvicorn
 
     from gateway.app import create_app
+    from gateway.lifecycle import serve as run_server
     from gateway.logs import configure_logging
 
     config = _load(args.config)
@@ -38,14 +38,7 @@ def serve(args: argparse.Namespace) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    uvicorn.run(
-        app,
-        host=server.host,
-        port=server.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+    run_server(app, server)  # drains on SIGTERM/SIGINT, then exits 0
 
 
 def check_config(args: argparse.Namespace) -> None:

@@ -36,6 +36,25 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     model_ttl_s: Annotated[float, Meta(ge=0)] = 0.0
     # Required as a Bearer token on /admin/* when set; unset, /admin/* answers loopback clients only.
     admin_key: str | None = None
+    # The `max_tokens` ceiling of every model whose config sets none (MLX is also bound by its context).
+    max_tokens: Annotated[int, Meta(ge=1)] = 32768
+    # SIGTERM/SIGINT: answer new requests 503, let running ones finish this long, then end them.
+    shutdown_timeout_s: Annotated[float, Meta(ge=0)] = 30.0
+    # A whole request, streams included (unset: no limit); a request over it ends with `request_timeout`.
+    request_timeout_s: Annotated[float, Meta(gt=0)] | None = None
+    # Slow clients: headers must arrive within `header_timeout_s`, each piece of the body within
+    # `body_timeout_s`, and each write of the answer must be taken within `write_timeout_s`
+    # (a client that stops reading is cut, and its slot freed). Idle keep-alive connections close
+    # after `keep_alive_timeout_s`.
+    header_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    write_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    keep_alive_timeout_s: Annotated[int, Meta(ge=1)] = 5
+    # `GET /metrics` (Prometheus): on by default, guarded like /admin/* unless `metrics_public`.
+    metrics: bool = True
+    metrics_public: bool = False
+    # CORS for browser clients: off unless origins are listed ("*" allows any origin).
+    cors_origins: list[str] = []
 
 
 class PluginsConfig(Struct, frozen=True, forbid_unknown_fields=True):
@@ -202,7 +221,12 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         model_id: convert_config(table, ModelConfig, f'models."{model_id}"')
         for model_id, table in models.items()
     }
-    return convert_config({**data, "models": {}}, GatewayConfig, "").with_models(decoded)
+    config = convert_config({**data, "models": {}}, GatewayConfig, "")
+    for model in decoded.values():  # every model has a ceiling: one request must not run forever
+        if model.max_tokens is None:
+            model.max_tokens = config.server.max_tokens
+        model.default_max_tokens = min(model.default_max_tokens, model.max_tokens)
+    return config.with_models(decoded)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

@@ -75,8 +75,15 @@ def _admission(config: ModelConfig) -> Admission:
     return Admission(config.max_concurrency, config.max_queue, config.queue_timeout_s)
 
 
+def _ignore(model_id: str, seconds: float) -> None:
+    return None
+
+
 class BackendRegistry:
     def __init__(self, config: GatewayConfig, factories: dict[str, BackendFactory]) -> None:
+        # Observers of queue waits and load times (the app's metrics set them).
+        self.on_queue_wait: Callable[[str, float], None] = _ignore
+        self.on_loaded: Callable[[str, float], None] = _ignore
         self.factories = factories
         self.entries: dict[str, ModelEntry] = {}
         self.names: dict[str, str] = {}
@@ -105,7 +112,9 @@ class BackendRegistry:
 
     async def acquire(self, entry: ModelEntry) -> Lease:
         """Wait for an admission slot, load the model if needed, and hold it."""
+        asked = time.perf_counter()
         slot = await entry.admission.acquire()
+        self.on_queue_wait(entry.id, time.perf_counter() - asked)
         try:
             backend = await self.backend(entry)
         except BaseException:
@@ -132,7 +141,9 @@ class BackendRegistry:
                 needed = estimate() if estimate is not None else 0
             await self._make_room(entry, needed)
             entry.memory_bytes, entry.status = needed, "loading"
+            loading = time.perf_counter()
             await backend.load()
+            self.on_loaded(entry.id, time.perf_counter() - loading)
         except Exception as error:
             entry.status, entry.error, entry.load_task = "failed", str(error), None
             log.error("model load failed", model=entry.id, error=str(error))
@@ -231,12 +242,14 @@ class BackendRegistry:
         for model_id, model_config in config.models.items():
             old = self.entries.get(model_id)
             if old is not None and _same_engine(old.config, model_config):
-                old.spec = ModelSpec(model_id, model_config)
                 if (old.config.max_concurrency, old.config.max_queue) != (
                     model_config.max_concurrency,
                     model_config.max_queue,
                 ):
                     old.admission = _admission(model_config)
+                else:  # same limits: the queue (and its waiters) stays, with the new timeout
+                    old.admission.queue_timeout_s = model_config.queue_timeout_s
+                old.spec = ModelSpec(model_id, model_config)
                 entries[model_id] = old
             else:
                 entries[model_id] = ModelEntry(ModelSpec(model_id, model_config), _admission(model_config))

@@ -1,0 +1,188 @@
+"""Running requests, graceful drain, and the uvicorn server that serves the app.
+
+`Lifecycle` knows every HTTP request in flight (the `guard` middleware in
+`gateway.middleware` registers them). On SIGTERM/SIGINT `GatewayServer` starts a
+drain: new requests get 503 with `Retry-After`, `/ready` turns false, running
+requests and streams have `server.shutdown_timeout_s` to finish, the rest are
+ended (a stream with an error event, others with a 503), and then uvicorn stops:
+the app's shutdown unloads models and calls plugins' `gateway_shutdown`, and the
+process exits 0. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import structlog
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.config import ServerConfig
+
+log = structlog.get_logger("gateway.lifecycle")
+
+CLOSE_CONNECTION = "gateway.close_connection"  # scope key: closes the client's connection now
+
+
+@dataclass(eq=False)
+class Flight:
+    """One HTTP request in flight, as the middleware sees it."""
+
+    task: asyncio.Task[Any] | None
+    started: bool = False  # the response's headers are sent
+    streaming: bool = False  # ... and they say text/event-stream
+    cut_reason: str | None = None  # set when the gateway ends it: "shutdown" or "request_timeout"
+
+    def cut(self, reason: str) -> None:
+        """End the request from outside: the middleware answers for it (see `gateway.middleware`)."""
+        if self.cut_reason is None and self.task is not None and not self.task.done():
+            self.cut_reason = reason
+            self.task.cancel(reason)
+
+
+@dataclass
+class Lifecycle:
+    draining: bool = False
+    flights: set[Flight] = field(default_factory=set)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Refuse new requests, give running ones `timeout_s`, then end the rest."""
+        self.draining = True
+        log.info("draining", running=len(self.flights), timeout_s=timeout_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.flights and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.flights:
+            log.warning("shutdown timeout: ending running requests", running=len(self.flights))
+            for flight in list(self.flights):
+                flight.cut("shutdown")
+            ended = loop.time() + 5.0
+            while self.flights and loop.time() < ended:
+                await asyncio.sleep(0.05)
+        log.info("drained")
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn, with the gateway's drain on the first signal and an exit at the second.
+
+    Exits 0 after a drain (uvicorn would re-raise the signal it caught)."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, shutdown_timeout_s: float) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._signalled = False
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._signalled or self._loop is None:  # the second signal: now
+            log.warning("second signal: exiting now", signal=signal.Signals(sig).name)
+            self.should_exit = self.force_exit = True
+            return
+        log.info("signal: draining", signal=signal.Signals(sig).name)
+        self._signalled = True
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        async def drain_then_exit() -> None:
+            try:
+                await self.lifecycle.drain(self.shutdown_timeout_s)
+            finally:
+                self.should_exit = True
+
+        self._drain = asyncio.ensure_future(drain_then_exit())  # held: the loop keeps a weak reference
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with slow-client timeouts: the headers must arrive
+    within `header_timeout_s` (slowloris), and a client that stops reading (the send
+    buffer stays full for `write_timeout_s`) is disconnected, so the request ends
+    as a disconnect and its slot is freed. No cost per write: the timer runs only
+    while the transport has paused writing. `CLOSE_CONNECTION` in the scope lets
+    the app close the connection."""
+
+    header_timeout_s = 10.0
+    write_timeout_s = 30.0
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._write_timer: asyncio.TimerHandle | None = None
+        self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            self.header_timeout_s, self._headers_too_slow
+        )
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._write_timer is None:
+            self._write_timer = self.loop.call_later(self.write_timeout_s, self._reader_stalled)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._write_timer is not None:
+            self._write_timer.cancel()
+            self._write_timer = None
+
+    def _reader_stalled(self) -> None:
+        self._write_timer = None
+        if not self.transport.is_closing():
+            log.info("connection closed: the client stopped reading", timeout_s=self.write_timeout_s)
+            self.transport.abort()  # `close` would wait for the buffer to drain: never
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self._header_timer is None:  # the next request on a kept-alive connection
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def on_headers_complete(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self.scope[CLOSE_CONNECTION] = self.transport.abort  # type: ignore[typeddict-unknown-key]
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._header_timer, self._write_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._write_timer = None
+        super().connection_lost(exc)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            log.info("connection closed: headers too slow", timeout_s=self.header_timeout_s)
+            self.transport.close()
+
+
+def uvicorn_config(app: Any, server: ServerConfig, **overrides: Any) -> uvicorn.Config:
+    """uvicorn's settings from `[server]`: timeouts, no logging config of its own (its
+    lines go through structlog, see `gateway.logs`), no access log (the gateway's is)."""
+    timeouts = {"header_timeout_s": server.header_timeout_s, "write_timeout_s": server.write_timeout_s}
+    protocol = type("GatewayHttpProtocol", (GuardedHttpToolsProtocol,), timeouts)
+    settings: dict[str, Any] = {
+        "host": server.host,
+        "port": server.port,
+        "http": protocol,
+        "log_config": None,
+        "log_level": "warning",
+        "access_log": False,
+        "timeout_keep_alive": server.keep_alive_timeout_s,
+        "timeout_graceful_shutdown": 5,
+        "h11_max_incomplete_event_size": 64 * 1024,
+    }
+    settings.update(overrides)
+    return uvicorn.Config(app, **settings)
+
+
+def serve(app: Any, server: ServerConfig) -> None:
+    """Run `app` until SIGTERM/SIGINT, draining first (see the module docstring)."""
+    GatewayServer(uvicorn_config(app, server), app.state.lifecycle, server.shutdown_timeout_s).run()

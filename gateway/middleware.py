@@ -1,0 +1,174 @@
+"""The ASGI layer around the whole app (404s and 405s included): what every HTTP
+request gets, whatever route answers it.
+
+- an `x-request-id` on every response (routes that make their own keep theirs);
+- 503 with `Retry-After` while the server drains (probes and /metrics still answer);
+- `server.request_timeout_s` and the drain's deadline: a request ended from outside
+  answers 504/503, or, when its stream has started, an error event;
+- `server.body_timeout_s`: each piece of the body must arrive in time (408);
+- HTTP metrics by route template and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.datastructures import State
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.context import new_request_id
+from gateway.errors import GatewayError
+from gateway.lifecycle import CLOSE_CONNECTION, Flight
+from gateway.logs import bind_request_id
+
+log = structlog.get_logger("gateway.middleware")
+_encode = msgspec.json.Encoder().encode
+PROBES = frozenset({"/health", "/ready", "/metrics"})  # answered while draining, never cut
+_REQUEST_ID = b"x-request-id"
+_EVENT_STREAM = b"text/event-stream"
+
+
+class RequestTimedOut(GatewayError):
+    status_code = 408
+    error_type = "invalid_request_error"
+    code = "body_timeout"
+
+
+class ShuttingDown(GatewayError):
+    status_code = 503
+    error_type = "server_error"
+    code = "server_shutting_down"
+
+
+class _Ended(GatewayError):
+    status_code = 504
+    error_type = "server_error"
+    code = "request_timeout"
+
+
+def _cut_error(reason: str) -> GatewayError:
+    if reason == "shutdown":
+        return ShuttingDown("the server is shutting down; retry shortly", headers={"Retry-After": "5"})
+    return _Ended("the request took longer than server.request_timeout_s")
+
+
+class Guard:
+    """Wraps Litestar's ASGI handler (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = self.state
+        lifecycle, server, metrics = state.lifecycle, state.config.server, state.metrics
+        path = scope["path"]
+        probe = path in PROBES
+        if lifecycle.draining and not probe:
+            await _answer(send, ShuttingDown("the server is shutting down", headers={"Retry-After": "5"}))
+            if metrics is not None:
+                metrics.http_request("draining", 503)
+            return
+        request_id: list[bytes] = []
+        if path.startswith("/admin"):  # its log lines carry the id the response will have
+            request_id.append(new_request_id().encode())
+            bind_request_id(request_id[0].decode())
+        flight = Flight(asyncio.current_task())
+        status = 0
+        body_pending = True
+        timed_out_reading = False
+
+        async def guarded_receive() -> Message:
+            nonlocal body_pending, timed_out_reading
+            if not body_pending:
+                return await receive()
+            try:
+                async with asyncio.timeout(server.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                timed_out_reading = True
+                raise RequestTimedOut(
+                    f"the request body did not arrive within {server.body_timeout_s:g}s"
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_pending = False
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(name.lower(), value) for name, value in message.get("headers", ())]
+                if not any(name == _REQUEST_ID for name, _ in headers):
+                    headers.append((_REQUEST_ID, request_id[0] if request_id else new_request_id().encode()))
+                    message = {**message, "headers": headers}
+                flight.started = True
+                flight.streaming = any(
+                    name == b"content-type" and value.startswith(_EVENT_STREAM) for name, value in headers
+                )
+            await send(message)
+
+        timer = None
+        if not probe:
+            lifecycle.flights.add(flight)
+            if server.request_timeout_s is not None:
+                loop = asyncio.get_running_loop()
+                timer = loop.call_later(server.request_timeout_s, flight.cut, "request_timeout")
+        try:
+            await self.app(scope, guarded_receive, guarded_send)
+        except asyncio.CancelledError:
+            if flight.cut_reason is None or flight.task is None:
+                raise
+            flight.task.uncancel()
+            status = await _end(flight, send, scope, _cut_error(flight.cut_reason))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            lifecycle.flights.discard(flight)
+        if timed_out_reading:  # the rest of the body may still trickle in: drop the connection
+            close = scope.get(CLOSE_CONNECTION)
+            if close is not None:
+                close()
+        if metrics is not None:
+            metrics.http_request(scope.get("path_template") or "unmatched", status)
+
+
+async def _answer(send: Send, error: GatewayError) -> None:
+    body = _encode(error.to_response())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (_REQUEST_ID, new_request_id().encode()),
+        *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _end(flight: Flight, send: Send, scope: Scope, error: GatewayError) -> int:
+    """Answer for a request the gateway ended: its status, as far as the client sees it."""
+    log.warning("request ended", reason=flight.cut_reason, streaming=flight.streaming)
+    if not flight.started:
+        await _answer(send, error)
+        return error.status_code
+    if flight.streaming:
+        event = b"data: " + _encode(error.to_response()) + b"\n\n"
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
+    close = scope.get(CLOSE_CONNECTION)  # a JSON answer half sent: nothing sensible to add
+    if close is not None:
+        close()
+    return 200
+
+
+def install(app: Any, state: State) -> None:
+    """Put `Guard` around the app's whole ASGI handler (routing and error handling included)."""
+    app.asgi_handler = Guard(app.asgi_handler, state)
+

@@ -114,6 +114,7 @@ class MLXBackend:
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()
         self._max_context: int | None = None
+        self._max_token_chars = 0  # the longest token's text: bounds chars per token
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -131,6 +132,7 @@ class MLXBackend:
             raise
         self._eos_ids = frozenset(int(i) for i in self._tokenizer.eos_token_ids)
         self._max_context = self.options.max_context or trained_context
+        self._max_token_chars = await asyncio.to_thread(_longest_token, self._tokenizer)
         self._engine = engine
 
     async def unload(self) -> None:
@@ -164,6 +166,7 @@ class MLXBackend:
         from backends.mlx.jobs import Job, JobDone
 
         engine, _ = self._ready()
+        self._check_prompt_size(request)
         forced = forced_tool(request)
         prompt = await asyncio.to_thread(self._build_prompt, prompt_request(request, forced), bool(forced))
         if not prompt.tokens:
@@ -217,6 +220,27 @@ class MLXBackend:
             template_kwargs=self.options.chat_template_kwargs,
             open_tool_call=open_tool_call,
         )
+
+    def _check_prompt_size(self, request: ChatCompletionRequest) -> None:
+        """400 for a prompt that cannot fit, before the template and the tokenizer run.
+
+        No token is longer than `_max_token_chars` characters, so messages with more
+        than `max_context * _max_token_chars` characters are surely over the context:
+        a 4 MiB body is refused in microseconds instead of seconds of tokenizing."""
+        context = self._max_context
+        if context is None or not self._max_token_chars:
+            return
+        bound = context * self._max_token_chars
+        chars = 0
+        for message in request.messages:
+            chars += len(message.text())
+            if chars > bound:
+                raise InvalidRequest(
+                    f"This model's maximum context length is {context} tokens; the messages have "
+                    f"more characters ({chars}) than {context} tokens can hold",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
 
     def _token_limit(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
         # The gateway has applied the model's default and ceiling (`apply_model_config`).
@@ -308,6 +332,18 @@ class MLXBackend:
             reasoning_tokens=sum(output.reasoning_tokens for output in outputs),
         )
         return GenerationEnd(usage=usage, stats=_stats(job, done) if bench else None)
+
+
+def _longest_token(tokenizer: Any) -> int:
+    """Characters in the vocabulary's longest token (0 if the tokenizer lists none).
+
+    A byte-level BPE token's text has one character per byte, so this bounds the
+    characters (and bytes) any token stands for."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except Exception:  # noqa: BLE001 - no bound is safe: the tokenizer then decides
+        return 0
+    return max(map(len, vocab), default=0)
 
 
 def _stats(job: Job, done: JobDone) -> GenerationStats:

@@ -74,7 +74,9 @@ def test_deeply_nested_tool_call_arguments_are_a_400(base_url: str) -> None:
         {"role": "user", "content": "hi"},
         {
             "role": "assistant",
-            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}],
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+            ],
         },
         {"role": "tool", "tool_call_id": "c1", "content": "ok"},
     ]

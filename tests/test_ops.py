@@ -4,6 +4,7 @@ slow clients, request timeouts, CORS, admin checks, reload of queue settings."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -109,7 +110,7 @@ def test_every_response_has_a_request_id(echo_server: str) -> None:
 
 
 def test_ready_is_false_while_a_model_failed(serve: Any) -> None:
-    base_url, app = serve({"memory_budget": 4096}, broken={"backend": "echo", "memory_bytes": 10**9})
+    base_url, _ = serve({"memory_budget": 4096}, broken={"backend": "echo", "memory_bytes": 10**9})
     assert httpx.get(f"{base_url}/ready").status_code == 200
     assert chat(base_url, model="broken").status_code >= 400  # its load fails
     ready = httpx.get(f"{base_url}/ready")
@@ -132,9 +133,8 @@ def sample(text: str, name: str, **labels: str) -> float:
         if not line.startswith(name + "{") and not line.startswith(name + " "):
             continue
         head, _, value = line.rpartition(" ")
-        if all(f'{key}="{wanted}"' in head for key, wanted in labels.items()):
-            if head.split("{")[0] == name:
-                return float(value)
+        if head.split("{")[0] == name and all(f'{key}="{v}"' in head for key, v in labels.items()):
+            return float(value)
     raise AssertionError(f"no sample {name} {labels}")
 
 
@@ -205,10 +205,14 @@ def test_a_client_that_stops_reading_frees_its_slot(serve: Any) -> None:
     base_url, app = serve(
         {"write_timeout_s": 0.5, "max_tokens": 30000}, one={"backend": "echo", "max_concurrency": 1}
     )
-    body = (
-        '{"model": "one", "stream": true, "n": 8, "max_tokens": 30000, "messages": [{"role": "user", "content": "%s"}]}'
-        % words
-    ).encode()
+    request = {
+        "model": "one",
+        "stream": True,
+        "n": 8,
+        "max_tokens": 30000,
+        "messages": [{"role": "user", "content": words}],
+    }
+    body = json.dumps(request).encode()
     connection = raw_connection(base_url)
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     head = f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"

@@ -117,6 +117,7 @@ class ApiKeyAuth:
         waits = [bucket.wait_s(now) for bucket in (key.requests, key.tokens) if bucket is not None]
         if any(waits):
             limit = "requests" if key.requests and key.requests.level < 1 else "tokens"
+            context.identity = key.identity  # who was refused: the access log's key_id
             raise RateLimited(
                 f"Rate limit reached for key '{key.identity.key_id}' ({limit} per minute)",
                 retry_after=max(waits),

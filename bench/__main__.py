@@ -19,6 +19,7 @@ SECTIONS = {
     "decode": "bench.mlx_decode",
     "serving": "bench.serving",
     "load": "bench.model_load",
+    "metrics": "bench.metrics_cost",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

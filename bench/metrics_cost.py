@@ -1,0 +1,131 @@
+"""The cost of metrics: the same gateway with `server.metrics` on and off, in one run.
+
+- requests/s: echo, non-streamed, the keep-alive load of `bench.gateway_overhead`;
+  the metrics-on server is scraped once a second meanwhile (target >= 0.97x);
+- MLX decode: streamed single-stream tokens/s on the tiny test model (target >= 0.99x).
+
+Rounds interleave the two servers; figures are medians over rounds.
+
+    python -m bench.metrics_cost     # METRICS_BENCH_SECONDS, _ROUNDS
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import httpx
+
+from bench.gateway_overhead import BACKENDS_UNUSED, BODY
+from bench.keepalive import post_request, run_load
+from bench.load import stream_once
+from bench.servers import gateway_server
+
+TARGETS = {"rps": 0.97, "decode": 0.99}
+
+
+def _config(metrics: bool, models: str) -> str:
+    return f"""
+[server]
+metrics = {str(metrics).lower()}
+metrics_public = true
+
+[plugins]
+disabled = [{BACKENDS_UNUSED}, "auth", "rewrite", "tools", "calculator", "request_log", "redact"]
+{models}"""
+
+
+@contextmanager
+def _scraped(base_url: str, every_s: float = 1.0) -> Iterator[None]:
+    """Scrape /metrics once a second, as Prometheus would, while the block runs."""
+    stop = threading.Event()
+
+    def scrape() -> None:
+        while not stop.wait(every_s):
+            httpx.get(f"{base_url}/metrics", timeout=10).raise_for_status()
+
+    thread = threading.Thread(target=scrape, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _requests_per_second(report: Callable[[str], None], seconds: float, rounds: int) -> dict[str, Any]:
+    echo = '[models.echo]\nbackend = "echo"\n'
+    body = json.dumps(BODY).encode()
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    with ExitStack() as stack:
+        servers = {
+            "off": stack.enter_context(gateway_server(_config(False, echo))),
+            "on": stack.enter_context(gateway_server(_config(True, echo))),
+        }
+        for number in range(1, rounds + 1):
+            for name, base_url in servers.items():
+                request = post_request(base_url, "/v1/chat/completions", body)
+                with _scraped(base_url) if name == "on" else ExitStack():
+                    rps = run_load(base_url, request, 16, 0.5, seconds).rps()
+                samples[name].append(rps)
+                report(f"round {number}/{rounds} metrics {name:3}: {rps:.0f} req/s")
+    return _ratio(samples, "rps")
+
+
+def _decode(report: Callable[[str], None], rounds: int, tokens: int = 300) -> dict[str, Any]:
+    from bench.mlx_decode import PROMPT, build_models
+
+    model = build_models()["tiny"]
+    mlx = f'[models.m]\nbackend = "mlx"\npath = "{model}"\npreload = true\n'
+    body = {"model": "m", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": tokens}
+    body["temperature"] = 0
+    samples: dict[str, list[float]] = {"off": [], "on": []}
+    with ExitStack() as stack:
+        servers = {
+            "off": stack.enter_context(gateway_server(_config(False, mlx).replace('"mlx", ', ""))),
+            "on": stack.enter_context(gateway_server(_config(True, mlx).replace('"mlx", ', ""))),
+        }
+        for base_url in servers.values():
+            asyncio.run(stream_once(base_url, body))  # warm-up
+        for number in range(1, rounds + 1):
+            for name, base_url in servers.items():
+                result = asyncio.run(stream_once(base_url, body))
+                tps = (result.completion_tokens - 1) / (result.total_s - result.ttft_s)
+                samples[name].append(tps)
+                report(f"round {number}/{rounds} metrics {name:3}: {tps:.0f} decode tok/s")
+    return _ratio(samples, "decode")
+
+
+def _ratio(samples: dict[str, list[float]], target: str) -> dict[str, Any]:
+    off, on = statistics.median(samples["off"]), statistics.median(samples["on"])
+    return {
+        "off": off,
+        "on": on,
+        "ratio": on / off,
+        "target": TARGETS[target],
+        "met": on / off >= TARGETS[target],
+    }
+
+
+def run(report: Callable[[str], None]) -> dict[str, Any]:
+    seconds = float(os.environ.get("METRICS_BENCH_SECONDS", "2"))
+    rounds = int(os.environ.get("METRICS_BENCH_ROUNDS", "5"))
+    report("## The cost of metrics: server.metrics on vs off, same run")
+    results = {"rps": _requests_per_second(report, seconds, rounds), "decode": _decode(report, rounds)}
+    for name, result in results.items():
+        unit = "req/s" if name == "rps" else "decode tok/s"
+        report(
+            f"{name}: on {result['on']:.0f} vs off {result['off']:.0f} {unit} = {result['ratio']:.3f}x "
+            f"(target {result['target']}x: {'met' if result['met'] else 'MISSED'})"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(print), indent=2))

@@ -34,10 +34,50 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PLUGIN_NAME = "gateway_metrics"
 _MODEL = ("model_name",)
-_LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                    7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0)
-_TOKEN_GAP_BUCKETS = (0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
-                      0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+_LATENCY_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+    20.0,
+    40.0,
+    80.0,
+    160.0,
+    640.0,
+)
+_TOKEN_GAP_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.4,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+)
 _TOKEN_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
 _STATUSES = ("unloaded", "loading", "loaded", "failed")
 
@@ -49,7 +89,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
 
-        def histogram(name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = _MODEL) -> Any:
+        def histogram(
+            name: str, doc: str, buckets: tuple[float, ...], labels: tuple[str, ...] = _MODEL
+        ) -> Any:
             return Histogram(f"gateway:{name}", doc, labels, registry=r, buckets=buckets)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = _MODEL) -> Any:
@@ -73,7 +115,9 @@ class Metrics:
         self.cache_hits = counter("prefix_cache_hits", "Prompt tokens found in the prefix cache.")
         self.errors = counter("request_errors", "Failed requests, by error code.", ("model_name", "code"))
         self.plugin_errors = counter("plugin_errors", "Plugin failures.", ("plugin", "hook"))
-        self.http = counter("http_requests", "HTTP requests by route template and status.", ("route", "status"))
+        self.http = counter(
+            "http_requests", "HTTP requests by route template and status.", ("route", "status")
+        )
         r.register(_ModelState(models))
         self._per_model: dict[str, tuple[Any, ...]] = {}
 
@@ -105,8 +149,15 @@ class Metrics:
             children = tuple(
                 metric.labels(model_id)
                 for metric in (
-                    self.ttft, self.itl, self.e2e, self.prompt, self.generation, self.prompt_total,
-                    self.generation_total, self.cache_queries, self.cache_hits,
+                    self.ttft,
+                    self.itl,
+                    self.e2e,
+                    self.prompt,
+                    self.generation,
+                    self.prompt_total,
+                    self.generation_total,
+                    self.cache_queries,
+                    self.cache_hits,
                 )
             )
             self._per_model[model_id] = children
@@ -183,13 +234,21 @@ class _ModelState(Collector):
             "gateway:model_status", "1 for the model's current status.", labels=("model_name", "status")
         )
         memory = GaugeMetricFamily("gateway:model_memory_bytes", "Memory held by the model.", labels=_MODEL)
+        cache = GaugeMetricFamily(
+            "gateway:prefix_cache_bytes", "Bytes held by the model's prefix cache.", labels=_MODEL
+        )
         for entry in registry.entries.values():
+            stats = getattr(entry.backend, "stats", None)
+            if stats is not None:
+                held = stats().get("prefix_cache_bytes")
+                if held is not None:
+                    cache.add_metric([entry.id], held)
             running.add_metric([entry.id], entry.admission.running)
             waiting.add_metric([entry.id], entry.admission.queued)
             memory.add_metric([entry.id], entry.memory_bytes)
             for name in _STATUSES:
                 status.add_metric([entry.id, name], 1.0 if entry.status == name else 0.0)
-        yield from (running, waiting, status, memory)
+        yield from (running, waiting, status, memory, cache)
         budget = GaugeMetricFamily("gateway:memory_budget_bytes", "The memory budget (-1: none).")
         budget.add_metric([], -1 if registry.memory_budget is None else registry.memory_budget)
         yield budget

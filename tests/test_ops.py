@@ -288,3 +288,15 @@ def test_reload_applies_a_changed_queue_timeout(tmp_path: Any) -> None:
     path.write_text('[models.m]\nbackend = "echo"\nmax_concurrency = 3\nqueue_timeout_s = 0.5\n')
     asyncio.run(reload_config(app.state))
     assert app.state.registry.entries["m"].admission.max_running == 3
+
+
+def test_admin_and_metrics_refuse_a_non_loopback_caller_without_the_admin_key(serve: Any) -> None:
+    base_url, _ = serve()
+    remote = {"x-forwarded-for": "203.0.113.9"}  # uvicorn trusts it from loopback: a proxied caller
+    for method, path in (("POST", "/admin/load/echo"), ("POST", "/admin/reload"), ("GET", "/metrics")):
+        refused = httpx.request(method, f"{base_url}{path}", headers=remote)
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "admin_only", path
+    assert httpx.post(f"{base_url}/admin/load/echo").status_code == 200  # loopback itself may
+    keyed, _ = serve({"admin_key": "sk-admin-3"})
+    allowed = httpx.post(f"{keyed}/admin/load/echo", headers={**remote, "authorization": "Bearer sk-admin-3"})
+    assert allowed.status_code == 200

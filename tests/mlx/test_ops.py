@@ -83,3 +83,18 @@ def test_deeply_nested_tool_call_arguments_are_a_400(base_url: str) -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
     answer = chat(base_url, messages=messages, tools=tools, max_tokens=1)
     assert answer.status_code == 400, answer.text
+
+
+def test_metrics_count_prompt_tokens_and_prefix_cache_hits(base_url: str) -> None:
+    messages = [{"role": "system", "content": "You are terse. " * 3}, {"role": "user", "content": "hi"}]
+    for _ in range(3):
+        assert chat(base_url, messages=messages, max_tokens=2, temperature=0).status_code == 200
+    text = httpx.get(f"{base_url}/metrics").text
+    values = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if 'model_name="tiny"' in line and not line.startswith("#")
+    }
+    assert values["gateway:prefix_cache_queries_total"] >= values["gateway:prefix_cache_hits_total"] > 0
+    assert values["gateway:prefix_cache_bytes"] > 0
+    assert values["gateway:time_to_first_token_seconds_count"] >= 3

@@ -78,11 +78,10 @@ def create_app(
 ) -> Litestar:
     """The gateway app. `config_path` enables reloading (SIGHUP, `POST /admin/reload`)."""
     manager = plugin_manager or default_plugin_manager(config)
-    state_holder: list[State] = []
-    gauges = Metrics(lambda: state_holder[0].registry) if config.server.metrics else None
-    attach(manager, gauges)
     plugins = PluginSet.build(manager)
     registry = BackendRegistry(config, plugins.backends)
+    gauges = Metrics(registry) if config.server.metrics else None
+    attach(manager, gauges)  # before the first request: the hook runner reads its order then
     if gauges is not None:
         registry.on_queue_wait, registry.on_loaded = gauges.queue_wait, gauges.model_loaded
     service = ChatService(config, registry, plugins.hooks)
@@ -99,7 +98,6 @@ def create_app(
             "metrics": gauges,
         }
     )
-    state_holder.append(state)
     background: set[asyncio.Task[None]] = set()
 
     async def startup() -> None:
@@ -116,7 +114,9 @@ def create_app(
 
     app = Litestar(
         route_handlers=[*ROUTES, *ADMIN_ROUTES, ready, *([metrics] if gauges is not None else [])],
-        cors_config=CORSConfig(allow_origins=config.server.cors_origins) if config.server.cors_origins else None,
+        cors_config=CORSConfig(allow_origins=config.server.cors_origins)
+        if config.server.cors_origins
+        else None,
         on_startup=[startup],
         on_shutdown=[shutdown],
         exception_handlers={

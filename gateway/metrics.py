@@ -85,7 +85,7 @@ _STATUSES = ("unloaded", "loading", "loaded", "failed")
 class Metrics:
     """One app's metrics, in a registry of its own (no global state)."""
 
-    def __init__(self, models: Callable[[], BackendRegistry]) -> None:
+    def __init__(self, models: BackendRegistry) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
 
@@ -220,14 +220,14 @@ def attach(manager: Any, metrics: Metrics | None) -> None:
 class _ModelState(Collector):
     """Gauges read from the registry at scrape time."""
 
-    def __init__(self, models: Callable[[], BackendRegistry]) -> None:
+    def __init__(self, models: BackendRegistry) -> None:
         self.models = models
 
     def describe(self) -> list[Metric]:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        registry = self.models()
+        registry = self.models
         running = GaugeMetricFamily("gateway:num_requests_running", "Requests generating.", labels=_MODEL)
         waiting = GaugeMetricFamily("gateway:num_requests_waiting", "Requests queued.", labels=_MODEL)
         status = GaugeMetricFamily(

@@ -31,7 +31,7 @@ _REQUEST_ID = b"x-request-id"
 _EVENT_STREAM = b"text/event-stream"
 
 
-class RequestTimedOut(GatewayError):
+class BodyTimeout(GatewayError):
     status_code = 408
     error_type = "invalid_request_error"
     code = "body_timeout"
@@ -43,7 +43,7 @@ class ShuttingDown(GatewayError):
     code = "server_shutting_down"
 
 
-class _Ended(GatewayError):
+class RequestTimeout(GatewayError):
     status_code = 504
     error_type = "server_error"
     code = "request_timeout"
@@ -52,7 +52,7 @@ class _Ended(GatewayError):
 def _cut_error(reason: str) -> GatewayError:
     if reason == "shutdown":
         return ShuttingDown("the server is shutting down; retry shortly", headers={"Retry-After": "5"})
-    return _Ended("the request took longer than server.request_timeout_s")
+    return RequestTimeout("the request took longer than server.request_timeout_s")
 
 
 class Guard:
@@ -75,10 +75,10 @@ class Guard:
             if metrics is not None:
                 metrics.http_request("draining", 503)
             return
-        request_id: list[bytes] = []
+        admin_request_id: bytes | None = None
         if path.startswith("/admin"):  # its log lines carry the id the response will have
-            request_id.append(new_request_id().encode())
-            bind_request_id(request_id[0].decode())
+            admin_request_id = new_request_id().encode()
+            bind_request_id(admin_request_id.decode())
         flight = Flight(asyncio.current_task())
         status = 0
         body_pending = True
@@ -93,7 +93,7 @@ class Guard:
                     message = await receive()
             except TimeoutError:
                 timed_out_reading = True
-                raise RequestTimedOut(
+                raise BodyTimeout(
                     f"the request body did not arrive within {server.body_timeout_s:g}s"
                 ) from None
             if message["type"] != "http.request" or not message.get("more_body", False):
@@ -106,7 +106,7 @@ class Guard:
                 status = message["status"]
                 headers = [(name.lower(), value) for name, value in message.get("headers", ())]
                 if not any(name == _REQUEST_ID for name, _ in headers):
-                    headers.append((_REQUEST_ID, request_id[0] if request_id else new_request_id().encode()))
+                    headers.append((_REQUEST_ID, admin_request_id or new_request_id().encode()))
                     message = {**message, "headers": headers}
                 flight.started = True
                 flight.streaming = any(
@@ -171,4 +171,3 @@ async def _end(flight: Flight, send: Send, scope: Scope, error: GatewayError) ->
 def install(app: Any, state: State) -> None:
     """Put `Guard` around the app's whole ASGI handler (routing and error handling included)."""
     app.asgi_handler = Guard(app.asgi_handler, state)
-

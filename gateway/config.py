@@ -50,6 +50,9 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     body_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
     write_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
     keep_alive_timeout_s: Annotated[int, Meta(ge=1)] = 5
+    # A stream whose first event is slow (queue wait, long prefill) sends `: keep-alive` comments
+    # this often, so proxies keep the connection (unset: none). See gateway/keepalive.py.
+    sse_keepalive_s: Annotated[float, Meta(gt=0)] | None = 15.0
     # `GET /metrics` (Prometheus): on by default, guarded like /admin/* unless `metrics_public`.
     metrics: bool = True
     metrics_public: bool = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -42,6 +43,18 @@ class Flight:
         if self.cut_reason is None and self.task is not None and not self.task.done():
             self.cut_reason = reason
             self.task.cancel(reason)
+
+
+current_flight: ContextVar[Flight | None] = ContextVar("gateway_flight", default=None)
+
+
+def cut_reason() -> str | None:
+    """Why the gateway is ending the current request ("shutdown", "request_timeout"), if it is.
+
+    For code that catches the cancellation (a stream's `except CancelledError`): a
+    request ended by the gateway is not a client disconnect."""
+    flight = current_flight.get()
+    return flight.cut_reason if flight is not None else None
 
 
 @dataclass

@@ -21,7 +21,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import new_request_id
 from gateway.errors import GatewayError
-from gateway.lifecycle import CLOSE_CONNECTION, Flight
+from gateway.lifecycle import CLOSE_CONNECTION, Flight, current_flight
 from gateway.logs import bind_request_id
 
 log = structlog.get_logger("gateway.middleware")
@@ -80,6 +80,7 @@ class Guard:
             admin_request_id = new_request_id().encode()
             bind_request_id(admin_request_id.decode())
         flight = Flight(asyncio.current_task())
+        current_flight.set(flight)
         status = 0
         body_pending = True
         timed_out_reading = False

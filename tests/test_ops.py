@@ -300,3 +300,25 @@ def test_admin_and_metrics_refuse_a_non_loopback_caller_without_the_admin_key(se
     keyed, _ = serve({"admin_key": "sk-admin-3"})
     allowed = httpx.post(f"{keyed}/admin/load/echo", headers={**remote, "authorization": "Bearer sk-admin-3"})
     assert allowed.status_code == 200
+
+
+def test_code_ending_a_request_can_tell_a_cut_from_a_disconnect(serve: Any) -> None:
+    from gateway.lifecycle import cut_reason
+
+    seen: list[str | None] = []
+    base_url, app = serve({"request_timeout_s": 0.2}, slow={"backend": "echo", "options": {"delay_ms": 100}})
+    service = app.state.service
+    complete = service.complete
+
+    async def watching(prepared: Any, context: Any) -> Any:
+        try:
+            return await complete(prepared, context)
+        except asyncio.CancelledError:
+            seen.append(cut_reason())
+            raise
+
+    service.complete = watching
+    assert (
+        chat(base_url, model="slow", messages=[{"role": "user", "content": "a b c d e"}]).status_code == 504
+    )
+    assert seen == ["request_timeout"]

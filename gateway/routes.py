@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from gateway.context import RequestContext, client_request_id, new_request_id
 from gateway.errors import ClientDisconnected, GatewayError, PayloadTooLarge, PermissionDenied, internal_error
+from gateway.keepalive import start_stream  # ops (issue 13)
 from gateway.logs import bind_request_id
 from gateway.openapi import BenchOperation, ChatOperation
 from gateway.registry import BackendRegistry, ModelEntry
@@ -103,10 +104,14 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> ASGIApp:
         elif prepared.request.stream:
             events = service.stream(prepared, context)
             weakref.finalize(events, prepared.lease.release)  # even if never iterated
-            first = await anext(events)  # errors before any output keep their HTTP status
+            # ops (issue 13): keep-alive comments while the first event is slow; errors before
+            # any output keep their HTTP status unless the keep-alive has started the stream.
+            first, rest = await start_stream(
+                events, service.config.server.sse_keepalive_s, _error_event(service, context, headers)
+            )
             # The ASGI response itself: Litestar would give a `Stream` the route's JSON media type.
             return ASGIStreamingResponse(
-                iterator=_prepend(first, events),
+                iterator=_prepend(first, rest) if first is not None else rest,  # ops (issue 13)
                 media_type="text/event-stream",
                 headers={**headers, "cache-control": "no-cache"},
             )
@@ -116,6 +121,15 @@ async def _chat(request: Request[Any, Any, Any], endpoint: str) -> ASGIApp:
         failure = await _failure(service, context, error, headers)
         raise failure from (None if failure is error else error)
     return JsonResponse(content, headers)
+
+
+def _error_event(service: ChatService, context: RequestContext, headers: dict[str, str]) -> Any:
+    """ops (issue 13): the SSE error event for a failure after the keep-alive started the stream."""
+
+    async def event(error: Exception) -> bytes:
+        return b"data: " + _encode((await _failure(service, context, error, headers)).to_response()) + b"\n\n"
+
+    return event
 
 
 async def _failure(

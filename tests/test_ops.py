@@ -322,3 +322,16 @@ def test_code_ending_a_request_can_tell_a_cut_from_a_disconnect(serve: Any) -> N
         chat(base_url, model="slow", messages=[{"role": "user", "content": "a b c d e"}]).status_code == 504
     )
     assert seen == ["request_timeout"]
+
+
+def test_a_slow_first_event_gets_keep_alive_comments_that_clients_ignore(serve: Any) -> None:
+    base_url, _ = serve({"sse_keepalive_s": 0.1}, slow={"backend": "echo", "options": {"delay_ms": 350}})
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "a b"}]}
+    with httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert response.status_code == 200 and lines[0] == ": keep-alive" and lines[-1] == "data: [DONE]"
+    sdk = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
+    chunks = sdk.chat.completions.create(model="slow", messages=body["messages"], stream=True)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices) == "a b"
+    quick = chat(base_url, stream=True, model="nope")  # an early error keeps its status
+    assert quick.status_code == 404

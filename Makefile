@@ -23,11 +23,11 @@ test: $(STAMP)
 
 # >= 10,000 schemathesis cases over every route, against echo and a tiny MLX model.
 fuzz: $(STAMP)
-	HF_HUB_OFFLINE=1 FUZZ_EXAMPLES=1300 FUZZ_MLX=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/fuzz
+	HF_HUB_OFFLINE=1 FUZZ_EXAMPLES=1300 FUZZ_MLX=1 $(PY) -m pytest -q -s -p no:cacheprovider --timeout=3600 tests/fuzz
 
 # 5,000 mixed requests against MLX test models, then checks that nothing is left behind.
 soak: $(STAMP)
-	HF_HUB_OFFLINE=1 SOAK_REQUESTS=5000 $(PY) -m pytest -q -s -p no:cacheprovider tests/mlx/test_soak.py
+	HF_HUB_OFFLINE=1 SOAK_REQUESTS=5000 $(PY) -m pytest -q -s -p no:cacheprovider --timeout=3600 tests/mlx/test_soak.py
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench

@@ -105,14 +105,17 @@ class Guard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [(name.lower(), value) for name, value in message.get("headers", ())]
-                if not any(name == _REQUEST_ID for name, _ in headers):
-                    headers.append((_REQUEST_ID, admin_request_id or new_request_id().encode()))
-                    message = {**message, "headers": headers}
+                headers = message.get("headers", ())
+                has_id = False
+                for name, value in headers:  # ASGI header names are lower case
+                    if name == _REQUEST_ID:
+                        has_id = True
+                    elif name == b"content-type":
+                        flight.streaming = value.startswith(_EVENT_STREAM)
+                if not has_id:
+                    request_id = admin_request_id or new_request_id().encode()
+                    message = {**message, "headers": [*headers, (_REQUEST_ID, request_id)]}
                 flight.started = True
-                flight.streaming = any(
-                    name == b"content-type" and value.startswith(_EVENT_STREAM) for name, value in headers
-                )
             await send(message)
 
         timer = None

@@ -1,7 +1,7 @@
 """Schemathesis against the served OpenAPI schema, every route: no 5xx, and every 4xx
 carries the OpenAI error object.
 
-In `make test` a small sample runs (`FUZZ_EXAMPLES`, default 15 per operation);
+In `make test` a small sample runs (`FUZZ_EXAMPLES`, default 6 per operation and mode);
 `make fuzz` runs at least 10,000 cases against echo and a tiny MLX model.
 """
 
@@ -24,7 +24,7 @@ from gateway import create_app, parse_config
 from gateway.plugins import new_plugin_manager
 from tests.support.server import running_server
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "15"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "6"))
 WITH_MLX = os.environ.get("FUZZ_MLX", "") not in ("", "0")
 
 

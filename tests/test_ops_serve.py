@@ -189,3 +189,18 @@ def test_a_stream_over_the_shutdown_timeout_ends_with_an_error_event(
     assert "server_shutting_down" in rest[-1] and rest[-1] != "data: [DONE]"
     output = process.communicate(timeout=60)[0].decode()
     assert process.returncode == 0, output
+
+
+def test_a_second_signal_exits_at_once(tmp_path: Path, stop_after: list[subprocess.Popen[bytes]]) -> None:
+    process, base_url = start(tmp_path, shutdown_timeout_s=60)
+    stop_after.append(process)
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "a " * 200}]}
+    with httpx.stream(
+        "POST", f"{base_url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {ALICE}"}
+    ) as response:
+        assert next(response.iter_lines()).startswith("data: ")
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        assert process.poll() is None  # draining: the stream has 60 s
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)  # ... but the second signal ends it now

@@ -128,6 +128,17 @@ class ApiKeyAuth:
         return key.identity
 
 
+    @hookimpl
+    def on_error(self, error: Exception, context: RequestContext) -> None:
+        """A request refused before authentication ran (a body that does not decode)
+        still names its key in the access log, which runs after this hook."""
+        if context.identity is None:
+            secret = presented_key(context.headers)
+            key = self.find(secret) if secret else None
+            if key is not None:
+                context.identity = key.identity
+
+
 class TokenLimitedAuth(ApiKeyAuth):
     """Also counts tokens, for keys with `tokens_per_minute` (a hook call only where needed)."""
 

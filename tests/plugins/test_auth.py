@@ -175,3 +175,16 @@ def test_buckets_refill_with_time() -> None:
     assert raised.value.headers["Retry-After"] == "30"  # one request per 30 s comes back
     now[0] += 30
     assert plugin.authenticate(headers, RequestContext("r", "chat")).key_id == "k"
+
+
+def test_a_body_that_does_not_decode_is_recorded_with_its_key(auth_server: str) -> None:
+    with captured_logs() as entries:
+        refused = httpx.post(
+            f"{auth_server}/v1/chat/completions",
+            content=b"{not json",
+            headers={"authorization": f"Bearer {ALICE_KEY}", "content-type": "application/json"},
+        )
+    assert refused.status_code == 400
+    [record] = [entry for entry in entries if entry["event"] == "request"]
+    assert (record["status"], record["key_id"]) == (400, "alice")
+    assert ALICE_KEY not in str(entries)

@@ -23,7 +23,7 @@ test: $(STAMP)
 
 # >= 10,000 schemathesis cases over every route, against echo and a tiny MLX model.
 fuzz: $(STAMP)
-	HF_HUB_OFFLINE=1 FUZZ_EXAMPLES=1300 FUZZ_MLX=1 $(PY) -m pytest -q -s -p no:cacheprovider --timeout=3600 tests/fuzz
+	HF_HUB_OFFLINE=1 FUZZ_EXAMPLES=1500 FUZZ_MLX=1 $(PY) -m pytest -q -s -p no:cacheprovider --timeout=3600 tests/fuzz
 
 # 5,000 mixed requests against MLX test models, then checks that nothing is left behind.
 soak: $(STAMP)

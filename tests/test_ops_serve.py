@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -94,6 +95,13 @@ def chat(
     return httpx.post(f"{base_url}/v1/chat/completions", json=payload, headers=headers, timeout=30)
 
 
+def slow_stream(base_url: str, words: int) -> Any:
+    """A streamed answer from the `slow` model: `words` tokens, 0.1 s each."""
+    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "w " * words}]}
+    headers = {"authorization": f"Bearer {ALICE}"}
+    return httpx.stream("POST", f"{base_url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+
+
 @pytest.mark.parametrize("log_format", ["json", "console"])
 def test_keys_never_reach_a_log_line_or_a_body(
     tmp_path: Path, log_format: str, stop_after: list[subprocess.Popen[bytes]]
@@ -135,18 +143,8 @@ def test_sigterm_drains_then_exits_zero(tmp_path: Path, stop_after: list[subproc
     stop_after.append(process)
     streamed: list[str] = []
 
-    def long_stream() -> None:  # about 1.2 s of tokens
-        with httpx.stream(
-            "POST",
-            f"{base_url}/v1/chat/completions",
-            json={
-                "model": "slow",
-                "stream": True,
-                "messages": [{"role": "user", "content": "a b c d e f g h i j k l"}],
-            },
-            headers={"authorization": f"Bearer {ALICE}"},
-            timeout=30,
-        ) as response:
+    def long_stream() -> None:
+        with slow_stream(base_url, words=12) as response:  # about 1.2 s of tokens
             streamed.extend(response.iter_lines())
 
     reader = threading.Thread(target=long_stream)
@@ -171,17 +169,7 @@ def test_a_stream_over_the_shutdown_timeout_ends_with_an_error_event(
 ) -> None:
     process, base_url = start(tmp_path, shutdown_timeout_s=0.5)
     stop_after.append(process)
-    with httpx.stream(
-        "POST",
-        f"{base_url}/v1/chat/completions",
-        json={
-            "model": "slow",
-            "stream": True,
-            "messages": [{"role": "user", "content": "a b c d e f g h i j k l m n o p q"}],
-        },
-        headers={"authorization": f"Bearer {ALICE}"},
-        timeout=30,
-    ) as response:
+    with slow_stream(base_url, words=17) as response:
         lines = response.iter_lines()
         assert next(lines).startswith("data: ")
         process.send_signal(signal.SIGTERM)
@@ -194,10 +182,7 @@ def test_a_stream_over_the_shutdown_timeout_ends_with_an_error_event(
 def test_a_second_signal_exits_at_once(tmp_path: Path, stop_after: list[subprocess.Popen[bytes]]) -> None:
     process, base_url = start(tmp_path, shutdown_timeout_s=60)
     stop_after.append(process)
-    body = {"model": "slow", "stream": True, "messages": [{"role": "user", "content": "a " * 200}]}
-    with httpx.stream(
-        "POST", f"{base_url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {ALICE}"}
-    ) as response:
+    with slow_stream(base_url, words=200) as response:
         assert next(response.iter_lines()).startswith("data: ")
         process.send_signal(signal.SIGTERM)
         time.sleep(0.3)

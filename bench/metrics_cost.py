@@ -17,12 +17,11 @@ import asyncio
 import json
 import os
 import statistics
-import threading
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
-
-import httpx
 
 from bench.gateway_overhead import BACKENDS_UNUSED, BODY
 from bench.keepalive import post_request, run_load
@@ -43,22 +42,25 @@ disabled = [{BACKENDS_UNUSED}, "auth", "rewrite", "tools", "calculator", "reques
 {models}"""
 
 
+_SCRAPER = """
+import sys, time, urllib.request
+while True:
+    time.sleep(float(sys.argv[2]))
+    urllib.request.urlopen(sys.argv[1] + "/metrics", timeout=10).read()
+"""
+
+
 @contextmanager
 def _scraped(base_url: str, every_s: float = 1.0) -> Iterator[None]:
-    """Scrape /metrics once a second, as Prometheus would, while the block runs."""
-    stop = threading.Event()
-
-    def scrape() -> None:
-        while not stop.wait(every_s):
-            httpx.get(f"{base_url}/metrics", timeout=10).raise_for_status()
-
-    thread = threading.Thread(target=scrape, daemon=True)
-    thread.start()
+    """Scrape /metrics once a second, as Prometheus would, from a process of its own
+    running through both servers' rounds: its own CPU then weighs on both alike, and
+    only the scraped server pays for answering."""
+    scraper = subprocess.Popen([sys.executable, "-c", _SCRAPER, base_url, str(every_s)])
     try:
         yield
     finally:
-        stop.set()
-        thread.join()
+        scraper.kill()
+        scraper.wait()
 
 
 def _requests_per_second(report: Callable[[str], None], seconds: float, rounds: int) -> dict[str, Any]:
@@ -70,11 +72,11 @@ def _requests_per_second(report: Callable[[str], None], seconds: float, rounds: 
             "off": stack.enter_context(gateway_server(_config(False, echo))),
             "on": stack.enter_context(gateway_server(_config(True, echo))),
         }
+        stack.enter_context(_scraped(servers["on"]))
         for number in range(1, rounds + 1):
             for name, base_url in _in_turn(servers, number):
                 request = post_request(base_url, "/v1/chat/completions", body)
-                with _scraped(base_url) if name == "on" else ExitStack():
-                    rps = run_load(base_url, request, 16, 0.5, seconds).rps
+                rps = run_load(base_url, request, 16, 0.5, seconds).rps
                 samples[name].append(rps)
                 report(f"round {number}/{rounds} metrics {name:3}: {rps:.0f} req/s")
     return _ratio(samples, "rps")
@@ -93,12 +95,12 @@ def _decode(report: Callable[[str], None], rounds: int, tokens: int = 1000) -> d
             "off": stack.enter_context(gateway_server(_config(False, mlx).replace('"mlx", ', ""))),
             "on": stack.enter_context(gateway_server(_config(True, mlx).replace('"mlx", ', ""))),
         }
+        stack.enter_context(_scraped(servers["on"]))
         for base_url in servers.values():
             asyncio.run(stream_once(base_url, body))  # warm-up
         for number in range(1, rounds + 1):
             for name, base_url in _in_turn(servers, number):
-                with _scraped(base_url) if name == "on" else ExitStack():
-                    result = asyncio.run(stream_once(base_url, body))
+                result = asyncio.run(stream_once(base_url, body))
                 tps = (result.completion_tokens - 1) / (result.total_s - result.ttft_s)
                 samples[name].append(tps)
                 report(f"round {number}/{rounds} metrics {name:3}: {tps:.0f} decode tok/s")

@@ -36,7 +36,8 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     model_ttl_s: Annotated[float, Meta(ge=0)] = 0.0
     # Required as a Bearer token on /admin/* when set; unset, /admin/* answers loopback clients only.
     admin_key: str | None = None
-    # The `max_tokens` ceiling of every model whose config sets none (MLX is also bound by its context).
+    # The `max_tokens` ceiling of every model whose config sets none, unless its backend bounds
+    # max_tokens itself (MLX: by the model's context length).
     max_tokens: Annotated[int, Meta(ge=1)] = 32768
     # SIGTERM/SIGINT: answer new requests 503, let running ones finish this long, then end them.
     shutdown_timeout_s: Annotated[float, Meta(ge=0)] = 30.0
@@ -224,12 +225,7 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         model_id: convert_config(table, ModelConfig, f'models."{model_id}"')
         for model_id, table in models.items()
     }
-    config = convert_config({**data, "models": {}}, GatewayConfig, "")
-    for model in decoded.values():  # every model has a ceiling: one request must not run forever
-        if model.max_tokens is None:
-            model.max_tokens = config.server.max_tokens
-        model.default_max_tokens = min(model.default_max_tokens, model.max_tokens)
-    return config.with_models(decoded)
+    return convert_config({**data, "models": {}}, GatewayConfig, "").with_models(decoded)
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

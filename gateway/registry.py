@@ -235,7 +235,9 @@ class BackendRegistry:
                 )
             # Built and dropped: a backend checks its options when built (cheaply; loading is
             # separate), so a mistake fails the start-up or the reload, not a request later.
-            factories[model_config.backend](ModelSpec(model_id, model_config))
+            factory = factories[model_config.backend]
+            factory(ModelSpec(model_id, model_config))
+            _set_ceiling(model_config, factory, config.server.max_tokens)
         self.factories = factories
         self.memory_budget = config.memory_budget_bytes()
         entries: dict[str, ModelEntry] = {}
@@ -271,6 +273,15 @@ class BackendRegistry:
         """Configured entries and retired ones still holding memory or requests."""
         self.retired = {entry for entry in self.retired if entry.status != "unloaded" or entry.active}
         return [*self.entries.values(), *self.retired]
+
+
+def _set_ceiling(model: ModelConfig, factory: BackendFactory, server_max_tokens: int) -> None:
+    """Every model gets a `max_tokens` ceiling, so no request can generate without end:
+    its own, else its backend's (one with `bounds_max_tokens`, like MLX's context
+    length), else the server's."""
+    if model.max_tokens is None and not getattr(factory, "bounds_max_tokens", False):
+        model.max_tokens = server_max_tokens
+        model.default_max_tokens = min(model.default_max_tokens, server_max_tokens)
 
 
 def _same_engine(old: ModelConfig, new: ModelConfig) -> bool:

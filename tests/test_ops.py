@@ -15,6 +15,7 @@ import httpx
 import openai
 import pytest
 
+from backends import echo
 from gateway import create_app, parse_config
 from tests.conftest import plugin_manager
 from tests.support.server import running_server
@@ -53,8 +54,15 @@ def chat(base_url: str, timeout: float = 30, **body: Any) -> httpx.Response:
 
 
 def test_every_model_has_a_max_tokens_ceiling() -> None:
-    config = make_config({"max_tokens": 1000}, own={"backend": "echo", "max_tokens": 50})
-    assert config.models["echo"].max_tokens == 1000 and config.models["own"].max_tokens == 50
+    from backends.mlx.backend import MLXBackend
+    from gateway.registry import BackendRegistry
+
+    config = make_config(
+        {"max_tokens": 1000}, own={"backend": "echo", "max_tokens": 50}, mlx={"backend": "mlx", "path": "/m"}
+    )
+    registry = BackendRegistry(config, {"echo": echo.EchoBackend, "mlx": MLXBackend})
+    ceilings = {model_id: entry.config.max_tokens for model_id, entry in registry.entries.items()}
+    assert ceilings == {"echo": 1000, "own": 50, "mlx": None}  # MLX: its context length bounds it
 
 
 def test_a_huge_max_tokens_is_refused_and_a_long_answer_does_not_stall_health(serve: Any) -> None:

@@ -76,6 +76,7 @@ class MLXBackend:
     """Serves one mlx-lm model; every request field below is honoured, none ignored."""
 
     kind: ClassVar[str] = "mlx"
+    bounds_max_tokens: ClassVar[bool] = True  # prompt + max_tokens must fit `max_context`
     supported_fields: ClassVar[frozenset[str]] = frozenset(
         {
             "max_tokens",

@@ -47,7 +47,8 @@ def _too_deep(param: str) -> InvalidRequest:
 def _check_depth(request: ChatCompletionRequest) -> None:
     """400 when a free-form field nests deeper than `MAX_DEPTH` (typed fields cannot)."""
     for name in ("tools", "response_format", "tool_choice"):
-        if _deeper_than(getattr(request, name), MAX_DEPTH):
+        value = getattr(request, name)
+        if value is not None and _deeper_than(value, MAX_DEPTH):
             raise _too_deep(name)
     for index, message in enumerate(request.messages):
         for name in ("function_call", "annotations", "audio"):

@@ -29,14 +29,16 @@ log = structlog.get_logger("gateway.lifecycle")
 CLOSE_CONNECTION = "gateway.close_connection"  # scope key: closes the client's connection now
 
 
-@dataclass(eq=False)
 class Flight:
     """One HTTP request in flight, as the middleware sees it."""
 
-    task: asyncio.Task[Any] | None
-    started: bool = False  # the response's headers are sent
-    streaming: bool = False  # ... and they say text/event-stream
-    cut_reason: str | None = None  # set when the gateway ends it: "shutdown" or "request_timeout"
+    __slots__ = ("cut_reason", "started", "streaming", "task")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.started = False  # the response's headers are sent
+        self.streaming = False  # ... and they say text/event-stream
+        self.cut_reason: str | None = None  # set when the gateway ends it: "shutdown", "request_timeout"
 
     def cut(self, reason: str) -> None:
         """End the request from outside: the middleware answers for it (see `gateway.middleware`)."""
@@ -117,21 +119,63 @@ class GatewayServer(uvicorn.Server):
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with slow-client timeouts: the headers must arrive
-    within `header_timeout_s` (slowloris), and a client that stops reading (the send
+    within `header_timeout_s` (slowloris), each piece of the body within
+    `body_timeout_s` (else 408), and a client that stops reading (the send
     buffer stays full for `write_timeout_s`) is disconnected, so the request ends
     as a disconnect and its slot is freed. No cost per write: the timer runs only
     while the transport has paused writing. `CLOSE_CONNECTION` in the scope lets
     the app close the connection."""
 
     header_timeout_s = 10.0
+    body_timeout_s = 30.0
     write_timeout_s = 30.0
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._write_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._reading_body = self._in_headers = False
         self._header_timer: asyncio.TimerHandle | None = self.loop.call_later(
             self.header_timeout_s, self._headers_too_slow
         )
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # Headers or a body still incomplete after this read get a deadline; a request
+        # that arrived whole (the usual case) never starts a timer.
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if self._reading_body:
+            self._body_timer = self.loop.call_later(self.body_timeout_s, self._body_too_slow)
+        elif self._in_headers and self._header_timer is None:
+            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+
+    def on_message_complete(self) -> None:
+        self._reading_body = False
+        super().on_message_complete()
+
+    def _body_too_slow(self) -> None:
+        """408 with an OpenAI error object, then the connection closes; the request sees
+        a disconnect (the rest of the body could only trickle in after the answer)."""
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or not self._reading_body:
+            return
+        log.info("connection closed: request body too slow", timeout_s=self.body_timeout_s)
+        if cycle is not None and not cycle.response_started:
+            message = f"the request body did not arrive within {self.body_timeout_s:g}s"
+            body = b'{"error":{"message":"%s","type":"invalid_request_error","param":null,"code":"body_timeout"}}'
+            body %= message.encode()
+            head = (
+                "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+            )
+            self.transport.write(head.encode() + body)
+        if cycle is not None:  # the app sees a disconnect; what it sends now is dropped
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
 
     def pause_writing(self) -> None:
         super().pause_writing()
@@ -152,21 +196,22 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._header_timer is None:  # the next request on a kept-alive connection
-            self._header_timer = self.loop.call_later(self.header_timeout_s, self._headers_too_slow)
+        self._in_headers = True  # the next request on a kept-alive connection: see data_received
 
     def on_headers_complete(self) -> None:
+        self._in_headers = False
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
         self.scope[CLOSE_CONNECTION] = self.transport.abort  # type: ignore[typeddict-unknown-key]
         super().on_headers_complete()
+        self._reading_body = True  # until on_message_complete
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self._header_timer, self._write_timer):
+        for timer in (self._header_timer, self._write_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
-        self._header_timer = self._write_timer = None
+        self._header_timer = self._write_timer = self._body_timer = None
         super().connection_lost(exc)
 
     def _headers_too_slow(self) -> None:
@@ -179,7 +224,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 def uvicorn_config(app: Any, server: ServerConfig, **overrides: Any) -> uvicorn.Config:
     """uvicorn's settings from `[server]`: timeouts, no logging config of its own (its
     lines go through structlog, see `gateway.logs`), no access log (the gateway's is)."""
-    timeouts = {"header_timeout_s": server.header_timeout_s, "write_timeout_s": server.write_timeout_s}
+    timeouts = {
+        "header_timeout_s": server.header_timeout_s,
+        "body_timeout_s": server.body_timeout_s,
+        "write_timeout_s": server.write_timeout_s,
+    }
     protocol = type("GatewayHttpProtocol", (GuardedHttpToolsProtocol,), timeouts)
     settings: dict[str, Any] = {
         "host": server.host,

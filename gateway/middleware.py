@@ -5,7 +5,6 @@ request gets, whatever route answers it.
 - 503 with `Retry-After` while the server drains (probes and /metrics still answer);
 - `server.request_timeout_s` and the drain's deadline: a request ended from outside
   answers 504/503, or, when its stream has started, an error event;
-- `server.body_timeout_s`: each piece of the body must arrive in time (408);
 - HTTP metrics by route template and status.
 """
 
@@ -31,12 +30,6 @@ _REQUEST_ID = b"x-request-id"
 _EVENT_STREAM = b"text/event-stream"
 
 
-class BodyTimeout(GatewayError):
-    status_code = 408
-    error_type = "invalid_request_error"
-    code = "body_timeout"
-
-
 class ShuttingDown(GatewayError):
     status_code = 503
     error_type = "server_error"
@@ -60,14 +53,15 @@ class Guard:
 
     def __init__(self, app: ASGIApp, state: State) -> None:
         self.app = app
-        self.state = state
+        self.state = state  # its config changes on reload; its lifecycle and metrics never do
+        self.lifecycle = state.lifecycle
+        self.metrics = state.metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = self.state
-        lifecycle, server, metrics = state.lifecycle, state.config.server, state.metrics
+        lifecycle, metrics = self.lifecycle, self.metrics
         path = scope["path"]
         probe = path in PROBES
         if lifecycle.draining and not probe:
@@ -82,24 +76,6 @@ class Guard:
         flight = Flight(asyncio.current_task())
         current_flight.set(flight)
         status = 0
-        body_pending = True
-        timed_out_reading = False
-
-        async def guarded_receive() -> Message:
-            nonlocal body_pending, timed_out_reading
-            if not body_pending:
-                return await receive()
-            try:
-                async with asyncio.timeout(server.body_timeout_s):
-                    message = await receive()
-            except TimeoutError:
-                timed_out_reading = True
-                raise BodyTimeout(
-                    f"the request body did not arrive within {server.body_timeout_s:g}s"
-                ) from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_pending = False
-            return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal status
@@ -121,11 +97,11 @@ class Guard:
         timer = None
         if not probe:
             lifecycle.flights.add(flight)
-            if server.request_timeout_s is not None:
-                loop = asyncio.get_running_loop()
-                timer = loop.call_later(server.request_timeout_s, flight.cut, "request_timeout")
+            limit = self.state.config.server.request_timeout_s
+            if limit is not None:
+                timer = asyncio.get_running_loop().call_later(limit, flight.cut, "request_timeout")
         try:
-            await self.app(scope, guarded_receive, guarded_send)
+            await self.app(scope, receive, guarded_send)
         except asyncio.CancelledError:
             if flight.cut_reason is None or flight.task is None:
                 raise
@@ -135,10 +111,6 @@ class Guard:
             if timer is not None:
                 timer.cancel()
             lifecycle.flights.discard(flight)
-        if timed_out_reading:  # the rest of the body may still trickle in: drop the connection
-            close = scope.get(CLOSE_CONNECTION)
-            if close is not None:
-                close()
         if metrics is not None:
             metrics.http_request(scope.get("path_template") or "unmatched", status)
 

@@ -7,7 +7,7 @@ CONFIG ?= config.toml
 # Models `make serve` fetches before serving (ids or aliases in $(CONFIG); empty: none).
 PULL ?= smollm2
 
-.PHONY: install serve test bench lint
+.PHONY: install serve test bench lint fuzz soak
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,14 @@ serve: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# >= 10,000 schemathesis cases over every route, against echo and a tiny MLX model.
+fuzz: $(STAMP)
+	HF_HUB_OFFLINE=1 FUZZ_EXAMPLES=1500 FUZZ_MLX=1 $(PY) -m pytest -q -s -p no:cacheprovider --timeout=3600 tests/fuzz
+
+# 5,000 mixed requests against MLX test models, then checks that nothing is left behind.
+soak: $(STAMP)
+	HF_HUB_OFFLINE=1 SOAK_REQUESTS=5000 $(PY) -m pytest -q -s -p no:cacheprovider --timeout=3600 tests/mlx/test_soak.py
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m bench

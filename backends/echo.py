@@ -26,8 +26,10 @@ refused (it lists no `input`): there is no model to embed with.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Annotated
 
 from msgspec import Meta, Struct
@@ -102,6 +104,9 @@ class EchoBackend:
     async def generate(
         self, request: ChatCompletionRequest, options: GenerationOptions
     ) -> AsyncIterator[GenerationEvent]:
+        """Word by word, built lazily: memory and time per token stay flat however
+        large `max_tokens` or the message is, and the loop gets a turn every
+        `_YIELD_EVERY` words, so one long answer never holds up other requests."""
         started = time.perf_counter()
         limit = request.max_tokens or 16
         raw = isinstance(request, CompletionRequest)
@@ -109,19 +114,20 @@ class EchoBackend:
         if isinstance(request, CompletionRequest):  # raw prompts: each continued with its own words
             texts = [p if isinstance(p, str) else " ".join(map(str, p)) for p in request.raw_prompts]
             prompt_tokens = sum(len(text.split()) for text in texts)
-            turns = [(text, _words(text, limit if options.bench else None)) for text in texts]
+            turns = [(text, text) for text in texts]  # (prompt to echo, text to answer with)
             echo = bool(request.echo)
         else:
             prompt_tokens = _prompt_tokens(request)
-            words = [] if calls else _reply_words(request, limit if options.bench else None, self.options)
-            turns, echo = [("", words)], False
+            turns, echo = [("", "" if calls else _reply_text(request, self.options))], False
         counter = _Counter()
         n = request.n or 1
-        for number, (prompt, words) in enumerate(turns):
+        exact = limit if options.bench else None
+        for number, (prompt, text) in enumerate(turns):
             for copy in range(n):
                 choice = number * n + copy
                 if echo and prompt:
                     yield GenerationChunk(choice=choice, text=prompt)
+                words = _words(text, exact)  # built lazily, per choice
                 async for chunk in self._choice(choice, words, calls, limit, request, options, counter):
                     yield chunk
         usage = TokenUsage(prompt_tokens=prompt_tokens, completion_tokens=counter.tokens)
@@ -132,14 +138,20 @@ class EchoBackend:
     async def _choice(
         self,
         choice: int,
-        words: list[str],
+        words: Iterator[str],
         calls: list[tuple[str, str]],
         limit: int,
         request: ChatCompletionRequest,
         options: GenerationOptions,
         counter: _Counter,
     ) -> AsyncIterator[GenerationChunk]:
-        emitted, text = 0, ""
+        """One choice, word by word: memory and time per word stay flat however large
+        `max_tokens` or the message is (only the tail a stop string can span is kept),
+        and the loop gets a turn every `_YIELD_EVERY` words, so one long answer never
+        holds up other requests."""
+        stops = [] if options.bench else request.stop_strings
+        keep = max((len(stop) for stop in stops), default=1) - 1  # text a stop string can span
+        emitted, tail = 0, ""
         finish, matched = "stop", None
         for word in words:
             if emitted == limit:
@@ -152,14 +164,18 @@ class EchoBackend:
                 raise BackendFailed("echo backend failed on purpose (fail_after_tokens)")
             if self.options.delay_ms:
                 await asyncio.sleep(self.options.delay_ms / 1000)
-            stop_at = _stop_position(text + word, request.stop_strings) if not options.bench else None
-            if stop_at is not None:
-                stop_at, matched = stop_at
-                piece = (text + word)[:stop_at][len(text) :]
-                if piece:
-                    yield GenerationChunk(choice=choice, text=piece)
-                break
-            text += word
+            elif emitted % _YIELD_EVERY == _YIELD_EVERY - 1:
+                await asyncio.sleep(0)
+            if stops:
+                window = tail + word
+                found = _stop_position(window, stops)
+                if found is not None:
+                    stop_at, matched = found
+                    piece = window[:stop_at][len(tail) :]
+                    if piece:
+                        yield GenerationChunk(choice=choice, text=piece)
+                    break
+                tail = window[len(window) - keep :] if keep else ""
             emitted += 1
             counter.tokens += 1
             counter.first = counter.first or time.perf_counter()
@@ -186,7 +202,8 @@ class _Counter:
         self.first: float | None = None
 
 
-def _reply_words(request: ChatCompletionRequest, exact: int | None, options: EchoOptions) -> list[str]:
+def _reply_text(request: ChatCompletionRequest, options: EchoOptions) -> str:
+    """What the answer repeats: the last user message (or the system prompt, or a tool's result)."""
     last = request.messages[-1]
     if options.echo_system:
         system = [m.text() for m in request.messages if m.role in ("system", "developer")]
@@ -195,15 +212,32 @@ def _reply_words(request: ChatCompletionRequest, exact: int | None, options: Ech
         text = f"tool {_called_name(request, last.tool_call_id)} said: {last.text()}"
     else:
         text = next((m.text() for m in reversed(request.messages) if m.role == "user"), "") or "(empty)"
-    return _words(text, exact)
+    return text
 
 
-def _words(text: str, exact: int | None) -> list[str]:
-    """The words of `text` as tokens ("" gives none); `exact` repeats them to that many."""
-    words = text.split()
-    if exact is not None and words:  # bench mode: exactly the token limit, like a banned end-of-sequence
-        words = [words[index % len(words)] for index in range(exact)]
-    return [word if index == 0 else " " + word for index, word in enumerate(words)]
+_YIELD_EVERY = 256
+_WORD = re.compile(r"\S+")
+
+
+def _words(text: str, exact: int | None) -> Iterator[str]:
+    """The words of `text` as tokens, lazily ("" gives none; the first without its leading
+    space); `exact` repeats them to that many (bench mode: like a banned end-of-sequence)."""
+    words: Iterator[str] = (match.group() for match in _WORD.finditer(text))
+    if exact is not None:
+        words = itertools.islice(_cycle_words(text), exact)
+    for index, word in enumerate(words):
+        yield word if index == 0 else " " + word
+
+
+def _cycle_words(text: str) -> Iterator[str]:
+    """The words of `text` over and over (none if it has none), without a list of them."""
+    while True:
+        found = False
+        for match in _WORD.finditer(text):
+            found = True
+            yield match.group()
+        if not found:
+            return
 
 
 def _called_name(request: ChatCompletionRequest, call_id: str | None) -> str:

@@ -23,6 +23,7 @@ SECTIONS = {
     "embeddings": "bench.embeddings",
     "load": "bench.model_load",
     "grammar": "bench.grammar",
+    "metrics": "bench.metrics_cost",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

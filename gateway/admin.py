@@ -16,6 +16,7 @@ from litestar import Request, Response, post
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied
 from gateway.http import JSON
+from gateway.metrics import attach
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
@@ -32,19 +33,34 @@ class ModelBusy(GatewayError):
     code = "model_busy"
 
 
-def _check_admin(request: Request[Any, Any, Any]) -> None:
+def check_admin(request: Request[Any, Any, Any], *, log_success: bool = True) -> None:
+    """Admin key (Bearer, any case of the scheme) or, with none set, a loopback caller.
+
+    Every call is logged with its caller's address: refusals as warnings."""
     key = request.app.state.config.server.admin_key
+    host = request.client.host if request.client else ""
+    where = {"path": request.url.path, "method": request.method, "client": host}
     if key is None:
-        host = request.client.host if request.client else ""
         if not host.startswith(_LOOPBACK):
+            log.warning("admin call refused", reason="not loopback", **where)
             raise PermissionDenied(
                 "admin endpoints answer loopback clients only unless server.admin_key is set",
                 code="admin_only",
             )
+        if log_success:
+            log.info("admin call", caller="loopback", **where)
         return
-    given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), key.encode()):
+    if not hmac.compare_digest(bearer_token(request.headers.get("authorization", "")).encode(), key.encode()):
+        log.warning("admin call refused", reason="invalid admin key", **where)
         raise AuthenticationFailed("a valid admin key is required", code="invalid_admin_key")
+    if log_success:
+        log.info("admin call", caller="admin key", **where)
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header (the scheme in any case)."""
+    scheme, _, token = authorization.strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 def _registry(request: Request[Any, Any, Any]) -> BackendRegistry:
@@ -53,7 +69,7 @@ def _registry(request: Request[Any, Any, Any]) -> BackendRegistry:
 
 @post("/admin/load/{model_id:path}", status_code=200, summary="Load a model now")
 async def load_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
-    _check_admin(request)
+    check_admin(request)
     entry = _registry(request).resolve(model_id.lstrip("/"))
     await _registry(request).backend(entry)
     return Response(content=_encode(model_card(entry)), media_type=JSON)
@@ -61,7 +77,7 @@ async def load_model(request: Request[Any, Any, Any], model_id: str) -> Response
 
 @post("/admin/unload/{model_id:path}", status_code=200, summary="Unload an idle model")
 async def unload_model(request: Request[Any, Any, Any], model_id: str) -> Response[Any]:
-    _check_admin(request)
+    check_admin(request)
     entry = _registry(request).resolve(model_id.lstrip("/"))
     if entry.active:
         raise ModelBusy(f"model '{entry.id}' is serving {entry.active} requests; retry when idle")
@@ -71,7 +87,7 @@ async def unload_model(request: Request[Any, Any, Any], model_id: str) -> Respon
 
 @post("/admin/reload", status_code=200, summary="Re-read the config file")
 async def reload(request: Request[Any, Any, Any]) -> Response[Any]:
-    _check_admin(request)
+    check_admin(request)
     try:
         config = await reload_config(request.app.state)
     except ConfigError as error:
@@ -95,7 +111,9 @@ async def reload_config(state: Any) -> GatewayConfig:
         try:
             config = load_config(path)
             if state.rebuild_plugins:
-                plugins = PluginSet.build(default_plugin_manager(config))
+                manager = default_plugin_manager(config)
+                attach(manager, state.metrics)
+                plugins = PluginSet.build(manager)
                 await plugins.start(config)
             state.registry.reconfigure(config, plugins.backends)
         except ConfigError as error:

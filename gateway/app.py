@@ -16,6 +16,7 @@ import msgspec
 import pluggy
 import structlog
 from litestar import Litestar, Request, Response
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi import OpenAPIConfig
@@ -23,7 +24,11 @@ from litestar.openapi import OpenAPIConfig
 from gateway.admin import ADMIN_ROUTES, reload_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
+from gateway.lifecycle import Lifecycle
+from gateway.metrics import Metrics, attach
+from gateway.middleware import install
 from gateway.openapi import add_wire_schemas
+from gateway.ops_routes import metrics, ready
 from gateway.pipeline import Pipeline
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
@@ -58,7 +63,7 @@ def _on_http_error(request: Request[Any, Any, Any], error: HTTPException) -> Res
     message = error.detail
     if isinstance(error, NotFoundException) and not request.scope.get("route_handler"):
         message = f"Unknown route {request.method} {request.url.path}; this gateway serves {_route_list(request)}"
-    failure = GatewayError(message, code=code)
+    failure = GatewayError(message, code=code, headers=dict(error.headers or {}))  # 405: Allow
     failure.status_code, failure.error_type = error.status_code, error_type
     return _error_response(failure)
 
@@ -87,8 +92,13 @@ def create_app(
     config_path: str | os.PathLike[str] | None = None,
 ) -> Litestar:
     """The gateway app. `config_path` enables reloading (SIGHUP, `POST /admin/reload`)."""
-    plugins = PluginSet.build(plugin_manager or default_plugin_manager(config))
+    manager = plugin_manager or default_plugin_manager(config)
+    plugins = PluginSet.build(manager)
     registry = BackendRegistry(config, plugins.backends)
+    gauges = Metrics(registry) if config.server.metrics else None
+    attach(manager, gauges)  # before the first request: the hook runner reads its order then
+    if gauges is not None:
+        registry.on_queue_wait, registry.on_loaded = gauges.queue_wait, gauges.model_loaded
     pipeline = Pipeline(config, registry, plugins.hooks)
     state = State(
         {
@@ -99,6 +109,8 @@ def create_app(
             "reload_lock": asyncio.Lock(),
             "registry": registry,
             "pipeline": pipeline,
+            "lifecycle": Lifecycle(),
+            "metrics": gauges,
         }
     )
     background: set[asyncio.Task[None]] = set()
@@ -116,7 +128,10 @@ def create_app(
         await registry.close()
 
     app = Litestar(
-        route_handlers=[*ROUTES, *ADMIN_ROUTES],
+        route_handlers=[*ROUTES, *ADMIN_ROUTES, ready, *([metrics] if gauges is not None else [])],
+        cors_config=CORSConfig(allow_origins=config.server.cors_origins)
+        if config.server.cors_origins
+        else None,
         on_startup=[startup],
         on_shutdown=[shutdown],
         exception_handlers={
@@ -130,6 +145,7 @@ def create_app(
         logging_config=None,
     )
     add_wire_schemas(app, SCHEMAS)
+    install(app, state)  # request ids, drain, timeouts and HTTP metrics on every response
     return app
 
 

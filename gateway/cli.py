@@ -7,7 +7,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from gateway.config import ConfigError, GatewayConfig, load_config, missing_local_paths
 
@@ -29,9 +28,9 @@ def _load(path: str) -> GatewayConfig:
 
 def serve(args: argparse.Namespace) -> None:
     import msgspec
-    import uvicorn
 
     from gateway.app import create_app
+    from gateway.lifecycle import serve as run_server
     from gateway.logs import configure_logging
 
     config = _load(args.config)
@@ -47,33 +46,7 @@ def serve(args: argparse.Namespace) -> None:
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    settings = uvicorn.Config(
-        app,
-        host=server.host,
-        port=server.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
-    _announcing_server(settings, served_models(config)).run()
-
-
-def _announcing_server(settings: Any, served: str) -> Any:
-    """uvicorn's server, logging where it listens (the bound port, also for `--port 0`)
-    and what it serves once its sockets are open."""
-    import structlog
-    import uvicorn
-
-    class AnnouncingServer(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets)
-            for bound in self.servers if self.started else []:
-                for sock in bound.sockets:
-                    host, port = sock.getsockname()[:2]
-                    shown = f"[{host}]" if ":" in host else host
-                    structlog.get_logger("gateway").info(f"listening on http://{shown}:{port}", models=served)
-
-    return AnnouncingServer(settings)
+    run_server(app, server, served_models(config))  # drains on SIGTERM/SIGINT, then exits 0
 
 
 def check_config(args: argparse.Namespace) -> None:

@@ -43,6 +43,29 @@ class ServerConfig(Struct, frozen=True, forbid_unknown_fields=True):
     # oldest are evicted past either cap.
     responses_store_max_count: Annotated[int, Meta(ge=0)] = 1000
     responses_store_max_bytes: Annotated[int, Meta(ge=0)] = 64 * 1024 * 1024
+    # The `max_tokens` ceiling of every model whose config sets none, unless its backend bounds
+    # max_tokens itself (MLX: by the model's context length).
+    max_tokens: Annotated[int, Meta(ge=1)] = 32768
+    # SIGTERM/SIGINT: answer new requests 503, let running ones finish this long, then end them.
+    shutdown_timeout_s: Annotated[float, Meta(ge=0)] = 30.0
+    # A whole request, streams included (unset: no limit); a request over it ends with `request_timeout`.
+    request_timeout_s: Annotated[float, Meta(gt=0)] | None = None
+    # Slow clients: headers must arrive within `header_timeout_s`, each piece of the body within
+    # `body_timeout_s`, and each write of the answer must be taken within `write_timeout_s`
+    # (a client that stops reading is cut, and its slot freed). Idle keep-alive connections close
+    # after `keep_alive_timeout_s`.
+    header_timeout_s: Annotated[float, Meta(gt=0)] = 10.0
+    body_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    write_timeout_s: Annotated[float, Meta(gt=0)] = 30.0
+    keep_alive_timeout_s: Annotated[int, Meta(ge=1)] = 5
+    # A stream whose first event is slow (queue wait, long prefill) sends `: keep-alive` comments
+    # this often, so proxies keep the connection (unset: none). See gateway/keepalive.py.
+    sse_keepalive_s: Annotated[float, Meta(gt=0)] | None = 15.0
+    # `GET /metrics` (Prometheus): on by default, guarded like /admin/* unless `metrics_public`.
+    metrics: bool = True
+    metrics_public: bool = False
+    # CORS for browser clients: off unless origins are listed ("*" allows any origin).
+    cors_origins: list[str] = []
 
 
 class PluginsConfig(Struct, frozen=True, forbid_unknown_fields=True):

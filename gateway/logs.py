@@ -1,7 +1,11 @@
 """structlog set-up: JSON lines, or pretty output on a terminal.
 
 Every line logged while a request runs carries its `request_id` (set by the
-route with `bind_request_id`). Nothing here logs request bodies or headers.
+route with `bind_request_id`). Nothing here logs request bodies or headers:
+tracebacks are printed without local variables (a frame's locals hold the
+request's headers, keys included), and long string fields are cut to
+`MAX_FIELD_CHARS` so a megabyte of client input never becomes a log line.
+Standard-library loggers (uvicorn's among them) go through the same renderer.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ _second: tuple[int, str] = (0, "")
 _format_exc_info = structlog.processors.format_exc_info
 _LEVEL_NAMES = {"warn": "warning", "exception": "error"}  # as structlog's add_log_level names them
 _request_id: ContextVar[str | None] = ContextVar("gateway_request_id", default=None)
+MAX_FIELD_CHARS = 2048  # a longer string field is cut, and says how long it was
 
 
 def _render_json(logger: Any, method_name: str, event: dict[str, Any]) -> bytes:
@@ -53,11 +58,38 @@ def _add_standard_fields(_: Any, method_name: str, event: dict[str, Any]) -> dic
     return event
 
 
+def _cap_fields(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Cut long string fields (a client's 1 MiB model name is not a log line)."""
+    for key, value in event.items():
+        if type(value) is str and len(value) > MAX_FIELD_CHARS:
+            event[key] = f"{value[:MAX_FIELD_CHARS]}... ({len(value)} chars)"
+    return event
+
+
+class _StdlibToStructlog(logging.Handler):
+    """Lines from `logging` (uvicorn, asyncio, libraries) rendered like ours."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info and record.exc_info[0] is not None:
+                fields["exc_info"] = record.exc_info
+            structlog.get_logger(record.name).log(record.levelno, record.getMessage(), **fields)
+        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+            self.handleError(record)
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     pretty = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
-    renderer: structlog.typing.Processor = structlog.dev.ConsoleRenderer() if pretty else _render_json
+    # No locals in console tracebacks: they would print `RequestContext.headers` (API keys).
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if pretty
+        else _render_json
+    )
+    logging.basicConfig(handlers=[_StdlibToStructlog()], level=logging.WARNING, force=True)
     structlog.configure(
-        processors=[_add_standard_fields, renderer],
+        processors=[_add_standard_fields, _cap_fields, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         logger_factory=(
             structlog.PrintLoggerFactory(sys.stderr)

@@ -47,6 +47,7 @@ from gateway.errors import (
     UnsupportedField,
 )
 from gateway.hooks import HookRunner
+from gateway.lifecycle import cut_error, cut_reason
 from gateway.prompts import Embeddings
 from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
 from gateway.registry import BackendRegistry, Lease, ModelEntry
@@ -313,8 +314,12 @@ class Pipeline:
                 prepared, completion, context
             )  # inside `try`: a failing hook ends the stream cleanly
         except (asyncio.CancelledError, GeneratorExit):
-            context.status_code = 499  # the client went away; the backend generator is closed
-            await self.fail(ClientDisconnected("the client disconnected"), context)
+            # The client went away, or the gateway ended the request (shutdown, request
+            # timeout: the middleware tells the client); the backend generator is closed.
+            reason = cut_reason()
+            cut = cut_error(reason) if reason else ClientDisconnected("the client disconnected")
+            context.status_code = cut.status_code
+            await self.fail(cut, context)
             raise
         except Exception as error:
             if not started:

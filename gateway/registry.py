@@ -94,8 +94,15 @@ def _admission(config: ModelConfig) -> Admission:
     return Admission(config.max_concurrency, config.max_queue, config.queue_timeout_s)
 
 
+def _ignore(model_id: str, seconds: float) -> None:
+    return None
+
+
 class BackendRegistry:
     def __init__(self, config: GatewayConfig, factories: dict[str, BackendFactory]) -> None:
+        # Observers of queue waits and load times (the app's metrics set them).
+        self.on_queue_wait: Callable[[str, float], None] = _ignore
+        self.on_loaded: Callable[[str, float], None] = _ignore
         self.factories = factories
         self.entries: dict[str, ModelEntry] = {}
         self.names: dict[str, str] = {}
@@ -126,7 +133,9 @@ class BackendRegistry:
 
     async def acquire(self, entry: ModelEntry) -> Lease:
         """Wait for an admission slot, load the model if needed, and hold it."""
+        asked = time.perf_counter()
         slot = await entry.admission.acquire()
+        self.on_queue_wait(entry.id, time.perf_counter() - asked)
         try:
             backend = await self.backend(entry)
         except BaseException:
@@ -153,7 +162,9 @@ class BackendRegistry:
                 needed = estimate() if estimate is not None else 0
             await self._make_room(entry, needed)
             entry.memory_bytes, entry.status, entry.loading = needed, "loading", backend
+            loading = time.perf_counter()
             await backend.load()
+            self.on_loaded(entry.id, time.perf_counter() - loading)
         except Exception as error:
             entry.status, entry.load_task, entry.loading = "failed", None, None
             log.error("model load failed", model=entry.id, error=str(error))
@@ -245,19 +256,23 @@ class BackendRegistry:
                 )
             # Built and dropped: a backend checks its options when built (cheaply; loading is
             # separate), so a mistake fails the start-up or the reload, not a request later.
-            factories[model_config.backend](ModelSpec(model_id, model_config))
+            factory = factories[model_config.backend]
+            factory(ModelSpec(model_id, model_config))
+            _set_ceiling(model_config, factory, config.server.max_tokens)
         self.factories = factories
         self.memory_budget = config.memory_budget_bytes()
         entries: dict[str, ModelEntry] = {}
         for model_id, model_config in config.models.items():
             old = self.entries.get(model_id)
             if old is not None and _same_engine(old.config, model_config):
-                old.spec = ModelSpec(model_id, model_config)
                 if (old.config.max_concurrency, old.config.max_queue) != (
                     model_config.max_concurrency,
                     model_config.max_queue,
                 ):
                     old.admission = _admission(model_config)
+                else:  # same limits: the queue (and its waiters) stays, with the new timeout
+                    old.admission.queue_timeout_s = model_config.queue_timeout_s
+                old.spec = ModelSpec(model_id, model_config)
                 entries[model_id] = old
             else:
                 entries[model_id] = ModelEntry(ModelSpec(model_id, model_config), _admission(model_config))
@@ -279,6 +294,15 @@ class BackendRegistry:
         """Configured entries and retired ones still holding memory or requests."""
         self.retired = {entry for entry in self.retired if entry.status != "unloaded" or entry.active}
         return [*self.entries.values(), *self.retired]
+
+
+def _set_ceiling(model: ModelConfig, factory: BackendFactory, server_max_tokens: int) -> None:
+    """Every model gets a `max_tokens` ceiling, so no request can generate without end:
+    its own, else its backend's (one with `bounds_max_tokens`, like MLX's context
+    length), else the server's."""
+    if model.max_tokens is None and not getattr(factory, "bounds_max_tokens", False):
+        model.max_tokens = server_max_tokens
+        model.default_max_tokens = min(model.default_max_tokens, server_max_tokens)
 
 
 def _same_engine(old: ModelConfig, new: ModelConfig) -> bool:

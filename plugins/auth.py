@@ -120,6 +120,7 @@ class ApiKeyAuth:
         waits = [bucket.wait_s(now) for bucket in (key.requests, key.tokens) if bucket is not None]
         if any(waits):
             limit = "requests" if key.requests and key.requests.level < 1 else "tokens"
+            context.identity = key.identity  # who was refused: the access log's key_id
             raise RateLimited(
                 f"Rate limit reached for key '{key.identity.key_id}' ({limit} per minute)",
                 retry_after=max(waits),
@@ -128,6 +129,17 @@ class ApiKeyAuth:
             key.requests.take(1)
         context.state["auth"] = key
         return key.identity
+
+
+    @hookimpl
+    def on_error(self, error: Exception, context: RequestContext) -> None:
+        """A request refused before authentication ran (a body that does not decode)
+        still names its key in the access log, which runs after this hook."""
+        if context.identity is None:
+            secret = presented_key(context.headers)
+            key = self.find(secret) if secret else None
+            if key is not None:
+                context.identity = key.identity
 
 
 class TokenLimitedAuth(ApiKeyAuth):

@@ -57,3 +57,24 @@ def test_exceptions_become_tracebacks(json_lines: io.BytesIO) -> None:
     [line] = lines(json_lines)
     assert line["level"] == "error"
     assert "Traceback" in line["exception"] and "ValueError: broken on purpose" in line["exception"]
+
+
+def test_long_fields_are_cut(json_lines: io.BytesIO) -> None:
+    from gateway.logs import MAX_FIELD_CHARS
+
+    structlog.get_logger("test").warning("model not found", model="m" * 1_048_576)
+    [line] = lines(json_lines)
+    assert len(line["model"]) < MAX_FIELD_CHARS + 50 and line["model"].endswith("(1048576 chars)")
+
+
+def test_standard_library_lines_are_json_too(json_lines: io.BytesIO) -> None:
+    import logging
+
+    try:
+        raise OSError("socket broke")
+    except OSError:
+        logging.getLogger("uvicorn.error").exception("Exception in ASGI application")
+    logging.getLogger("uvicorn.error").info("below the level: dropped")
+    [line] = lines(json_lines)
+    assert line["event"] == "Exception in ASGI application" and line["logger"] == "uvicorn.error"
+    assert line["level"] == "error" and "OSError: socket broke" in line["exception"]

@@ -88,6 +88,7 @@ class MLXBackend:
     """Serves one mlx-lm model; every request field below is honoured, none ignored."""
 
     kind: ClassVar[str] = "mlx"
+    bounds_max_tokens: ClassVar[bool] = True  # prompt + max_tokens must fit `max_context`
     supported_fields: ClassVar[frozenset[str]] = frozenset(
         {
             "max_tokens",
@@ -138,6 +139,7 @@ class MLXBackend:
         self._takes_tools = True  # whether the chat template shows tools (else: the generic format)
         self._grammars_lock = threading.Lock()
         self._download: float | None = None  # written by the engine thread, read by /v1/models
+        self._max_token_chars = 0  # the longest token's text: bounds chars per token
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -159,6 +161,7 @@ class MLXBackend:
         self._takes_tools = await asyncio.to_thread(self._template_takes_tools)
         self._max_context = self.options.max_context or trained_context
         self._hidden_size = int(getattr(getattr(engine.model, "args", None), "hidden_size", 0) or 0)
+        self._max_token_chars = await asyncio.to_thread(_longest_token, self._tokenizer)
         self._engine = engine
 
     async def unload(self) -> None:
@@ -226,6 +229,7 @@ class MLXBackend:
                 yield event
             return
         engine, _ = self._ready()
+        self._check_prompt_size(request)
         fmt = self._tool_format(request)
         check_tool_choice(request, fmt)
         forced = forced_tool(request)
@@ -512,6 +516,27 @@ class MLXBackend:
             tool_format=fmt,
         )
 
+    def _check_prompt_size(self, request: ChatCompletionRequest) -> None:
+        """400 for a prompt that cannot fit, before the template and the tokenizer run.
+
+        No token is longer than `_max_token_chars` characters, so messages with more
+        than `max_context * _max_token_chars` characters are surely over the context:
+        a 4 MiB body is refused in microseconds instead of seconds of tokenizing."""
+        context = self._max_context
+        if context is None or not self._max_token_chars:
+            return
+        bound = context * self._max_token_chars
+        chars = 0
+        for message in request.messages:
+            chars += len(message.text())
+            if chars > bound:
+                raise InvalidRequest(
+                    f"This model's maximum context length is {context} tokens; the messages have "
+                    f"more characters ({chars}) than {context} tokens can hold",
+                    param="messages",
+                    code="context_length_exceeded",
+                )
+
     def _token_limit(
         self, request: ChatCompletionRequest, prompt_tokens: int, param: str = "messages"
     ) -> int:
@@ -603,6 +628,18 @@ class MLXBackend:
             reasoning_tokens=sum(output.reasoning_tokens for output in outputs),
         )
         return GenerationEnd(usage=usage, stats=_stats(job, done) if bench else None)
+
+
+def _longest_token(tokenizer: Any) -> int:
+    """Characters in the vocabulary's longest token (0 if the tokenizer lists none).
+
+    A byte-level BPE token's text has one character per byte, so this bounds the
+    characters (and bytes) any token stands for."""
+    try:
+        vocab = tokenizer.get_vocab()
+    except Exception:  # noqa: BLE001 - no bound is safe: the tokenizer then decides
+        return 0
+    return max(map(len, vocab), default=0)
 
 
 def _stats(job: Job, done: JobDone) -> GenerationStats:

@@ -178,6 +178,8 @@ def _call_dict(call_id: str, name: str, arguments: str, param: str) -> dict[str,
         parsed = json.loads(arguments) if arguments.strip() else {}
     except json.JSONDecodeError as error:
         raise InvalidRequest(f"{param} is not valid JSON: {error}", param=param) from None
+    except RecursionError:
+        raise InvalidRequest(f"{param} nests JSON too deeply", param=param) from None
     if not isinstance(parsed, dict):
         raise InvalidRequest(f"{param} must be a JSON object", param=param)
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": parsed}}
@@ -188,6 +190,8 @@ def _render(tokenizer: TokenizerWrapper, messages: list[dict[str, Any]], **argum
         text = tokenizer.apply_chat_template(messages, **arguments)
     except jinja2.TemplateSyntaxError as error:
         raise BackendFailed(f"the chat template is invalid: {error}") from None
+    except RecursionError:  # deep JSON in tools or arguments, walked by `tojson`
+        raise InvalidRequest("the messages or tools nest too deeply to render", param="messages") from None
     except (jinja2.TemplateError, TypeError, ValueError, KeyError, IndexError) as error:
         raise InvalidRequest(
             f"the chat template cannot render these messages: {error}", param="messages"

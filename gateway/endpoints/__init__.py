@@ -8,6 +8,7 @@ error object. `serve` runs a call through the pipeline; routes are one line.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol
 
 from litestar import Request
@@ -18,6 +19,7 @@ from gateway.backend import GenerationOptions
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, internal_error
 from gateway.http import REQUEST_ID_HEADER, CancelOnDisconnect, JsonResponse, new_context, prepend, read_body
+from gateway.keepalive import start_stream
 from gateway.pipeline import Outcome, Pipeline, PreparedRequest, StreamWriter
 from gateway.protocol import ChatCompletionRequest
 
@@ -65,8 +67,13 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
             call = endpoint.parse(body, context)
             prepared = await pipeline.prepare(call.request, context)
             if prepared.request.stream:
-                events = pipeline.stream(prepared, context, call.writer(prepared))
-                first = await anext(events)  # errors before any output keep their HTTP status
+                writer = call.writer(prepared)
+                events = pipeline.stream(prepared, context, writer)
+                # Errors before any output keep their HTTP status, unless a slow first event
+                # made the keep-alive comments start the stream: then it is the writer's event.
+                first, rest = await start_stream(
+                    events, pipeline.config.server.sse_keepalive_s, _late_failure(pipeline, context, writer)
+                )
             else:
                 options = GenerationOptions(bench=call.bench, request_id=context.request_id)
                 answer = call.answer(prepared, await pipeline.complete(prepared, context, options))
@@ -75,10 +82,24 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
         return await error_response(endpoint, pipeline, context, error, headers)
     # The ASGI response itself: Litestar would give a `Stream` the route's JSON media type.
     return ASGIStreamingResponse(
-        iterator=prepend(first, events),
+        iterator=prepend(first, rest) if first is not None else rest,
         media_type=endpoint.stream_media_type,
         headers={**headers, "cache-control": "no-cache"},
     )
+
+
+def _late_failure(
+    pipeline: Pipeline, context: RequestContext, writer: StreamWriter
+) -> Callable[[Exception], Awaitable[bytes]]:
+    """The error event for a failure once keep-alive comments have started the stream."""
+
+    async def event(error: Exception) -> bytes:
+        failure = error if isinstance(error, GatewayError) else internal_error()
+        context.status_code = failure.status_code
+        await pipeline.fail(error, context)
+        return writer.error(failure)
+
+    return event
 
 
 async def error_response(

@@ -132,9 +132,11 @@ def test_rate_limits_answer_429_with_retry_after(limit: dict[str, int]) -> None:
     with serve(gateway_config(auth_settings(**limit))) as base_url:
         bob = client(base_url, BOB_KEY)
         bob.chat.completions.create(model="echo", messages=USER)
-        with pytest.raises(openai.RateLimitError) as raised:
+        with captured_logs() as entries, pytest.raises(openai.RateLimitError) as raised:
             bob.chat.completions.create(model="echo", messages=USER, stream=True)
         response = raised.value.response
+        refused = [entry for entry in entries if entry["event"] == "request" and entry["status"] == 429]
+        assert [record["key_id"] for record in refused] == ["bob"]  # the access log says whose
         assert response.json()["error"]["code"] == "rate_limit_exceeded"
         assert int(response.headers["retry-after"]) >= 1
         assert BOB_KEY not in response.text
@@ -219,3 +221,16 @@ def test_unknown_model_404_lists_only_the_keys_models(auth_server: str) -> None:
             assert f"this gateway serves: {served}" in message
             if key == BOB_KEY:
                 assert "system" not in message  # models the key may not use stay unnamed
+
+
+def test_a_body_that_does_not_decode_is_recorded_with_its_key(auth_server: str) -> None:
+    with captured_logs() as entries:
+        refused = httpx.post(
+            f"{auth_server}/v1/chat/completions",
+            content=b"{not json",
+            headers={"authorization": f"Bearer {ALICE_KEY}", "content-type": "application/json"},
+        )
+    assert refused.status_code == 400
+    [record] = [entry for entry in entries if entry["event"] == "request"]
+    assert (record["status"], record["key_id"]) == (400, "alice")
+    assert ALICE_KEY not in str(entries)

@@ -14,7 +14,9 @@ from litestar import Litestar
 @contextmanager
 def running_server(app: Litestar, port: int = 0) -> Iterator[str]:
     """Serve `app` on 127.0.0.1:<port> (default: a free one); yields `http://127.0.0.1:PORT`."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    from gateway.lifecycle import uvicorn_config  # the protocol and timeouts `gateway serve` runs with
+
+    config = uvicorn_config(app, app.state.config.server, host="127.0.0.1", port=port)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -1,0 +1,131 @@
+"""The ASGI layer around the whole app (404s and 405s included): what every HTTP
+request gets, whatever route answers it.
+
+- an `x-request-id` on every response (routes that make their own keep theirs);
+- 503 with `Retry-After` while the server drains (probes and /metrics still answer);
+- `server.request_timeout_s` and the drain's deadline: a request ended from outside
+  answers 504/503, or, when its stream has started, an error event;
+- HTTP metrics by route template and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+import structlog
+from litestar.datastructures import State
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.context import new_request_id
+from gateway.errors import GatewayError
+from gateway.lifecycle import CLOSE_CONNECTION, Flight, ShuttingDown, current_flight, cut_error
+from gateway.logs import bind_request_id
+
+log = structlog.get_logger("gateway.middleware")
+_encode = msgspec.json.Encoder().encode
+PROBES = frozenset({"/health", "/ready", "/metrics"})  # answered while draining, never cut
+_REQUEST_ID = b"x-request-id"
+_EVENT_STREAM = b"text/event-stream"
+
+
+class Guard:
+    """Wraps Litestar's ASGI handler (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, state: State) -> None:
+        self.app = app
+        self.state = state  # its config changes on reload; its lifecycle and metrics never do
+        self.lifecycle = state.lifecycle
+        self.metrics = state.metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        lifecycle, metrics = self.lifecycle, self.metrics
+        path = scope["path"]
+        probe = path in PROBES
+        if lifecycle.draining and not probe:
+            await _answer(send, ShuttingDown("the server is shutting down", headers={"Retry-After": "5"}))
+            if metrics is not None:
+                metrics.http_request("draining", 503)
+            return
+        admin_request_id: bytes | None = None
+        if path.startswith("/admin"):  # its log lines carry the id the response will have
+            admin_request_id = new_request_id().encode()
+            bind_request_id(admin_request_id.decode())
+        flight = Flight(asyncio.current_task())
+        current_flight.set(flight)
+        status = 0
+
+        async def guarded_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers", ())
+                has_id = False
+                for name, value in headers:  # ASGI header names are lower case
+                    if name == _REQUEST_ID:
+                        has_id = True
+                    elif name == b"content-type":
+                        flight.streaming = value.startswith(_EVENT_STREAM)
+                if not has_id:
+                    request_id = admin_request_id or new_request_id().encode()
+                    message = {**message, "headers": [*headers, (_REQUEST_ID, request_id)]}
+                flight.started = True
+            await send(message)
+
+        timer = None
+        if not probe:
+            lifecycle.flights.add(flight)
+            limit = self.state.config.server.request_timeout_s
+            if limit is not None:
+                timer = asyncio.get_running_loop().call_later(limit, flight.cut, "request_timeout")
+        try:
+            await self.app(scope, receive, guarded_send)
+        except asyncio.CancelledError:
+            if flight.cut_reason is None or flight.task is None:
+                raise
+            flight.task.uncancel()
+            status = await _end(flight, send, scope, cut_error(flight.cut_reason))
+        finally:
+            if timer is not None:
+                timer.cancel()
+            lifecycle.flights.discard(flight)
+        if metrics is not None:
+            metrics.http_request(scope.get("path_template") or "unmatched", status)
+
+
+async def _answer(send: Send, error: GatewayError) -> None:
+    body = _encode(error.to_response())
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (_REQUEST_ID, new_request_id().encode()),
+        *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _end(flight: Flight, send: Send, scope: Scope, error: GatewayError) -> int:
+    """Answer for a request the gateway ended: its status, as far as the client sees it."""
+    log.warning("request ended", reason=flight.cut_reason, streaming=flight.streaming)
+    if not flight.started:
+        await _answer(send, error)
+        return error.status_code
+    if flight.streaming:
+        event = b"data: " + _encode(error.to_response()) + b"\n\n"
+        await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return 200
+    close = scope.get(CLOSE_CONNECTION)  # a JSON answer half sent: nothing sensible to add
+    if close is not None:
+        close()
+    return 200
+
+
+def install(app: Any, state: State) -> None:
+    """Put `Guard` around the app's whole ASGI handler (routing and error handling included)."""
+    app.asgi_handler = Guard(app.asgi_handler, state)

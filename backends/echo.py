@@ -34,8 +34,10 @@ from typing import Annotated
 
 from msgspec import Meta, Struct
 
-from gateway import hookimpl
-from gateway.backend import (
+from gateway import (
+    BackendFailed,
+    ChatCompletionRequest,
+    CompletionRequest,
     GenerationChunk,
     GenerationEnd,
     GenerationEvent,
@@ -43,12 +45,11 @@ from gateway.backend import (
     ModelSpec,
     TokenUsage,
     ToolCallDelta,
+    UnsupportedField,
+    hookimpl,
+    named_tool_choice,
     wall_clock_stats,
 )
-from gateway.errors import BackendFailed, UnsupportedField
-from gateway.prompts import CompletionRequest
-from gateway.protocol import ChatCompletionRequest
-from gateway.validation import named_tool_choice
 
 
 class EchoOptions(Struct, forbid_unknown_fields=True):

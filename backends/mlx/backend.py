@@ -24,26 +24,28 @@ from msgspec import Meta
 from backends.mlx.grammar import GrammarCompiler, output_schema
 from backends.mlx.loading import load_model, start_engine, stop_engine, weights_bytes
 from backends.mlx.tool_choice import ToolFormat, check_tool_choice, forced_tool, single_token, tool_format
-from gateway.backend import (
+from gateway import (
+    BackendFailed,
+    BackendUnavailable,
+    ChatCompletionRequest,
+    CompletionRequest,
+    ConfigError,
+    EmbeddingRequest,
+    Embeddings,
+    GatewayError,
     GenerationChunk,
     GenerationEnd,
     GenerationEvent,
     GenerationOptions,
     GenerationStats,
-    ModelSpec,
-    TokenUsage,
-)
-from gateway.config import ConfigError, parse_bytes
-from gateway.errors import (
-    BackendFailed,
-    BackendUnavailable,
-    GatewayError,
     InvalidRequest,
     ModelLoadFailed,
+    ModelSpec,
+    RawPrompt,
+    TokenUsage,
     UnsupportedField,
+    parse_bytes,
 )
-from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings, RawPrompt
-from gateway.protocol import ChatCompletionRequest
 
 if TYPE_CHECKING:
     from backends.mlx.constraint import Constraint

@@ -21,14 +21,16 @@ import jinja2
 import msgspec
 
 from backends.mlx.generic_tools import template_takes_tools, with_generic_tools
-from gateway.errors import BackendFailed, InvalidRequest, UnsupportedField
-from gateway.protocol import (
+from gateway import (
+    BackendFailed,
     ChatCompletionRequest,
     FilePart,
     ImageUrlPart,
     InputAudioPart,
+    InvalidRequest,
     Message,
     TextPart,
+    UnsupportedField,
 )
 
 if TYPE_CHECKING:  # importing it loads transformers; only the annotation is needed here

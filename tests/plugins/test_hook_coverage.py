@@ -85,10 +85,16 @@ def test_guide_examples_are_the_real_files() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    sorted([*(ROOT / "plugins").glob("*.py"), *(ROOT / "docs" / "examples").glob("*.py")]),
-    ids=lambda path: f"{path.parent.name}/{path.name}",
+    sorted(
+        [
+            *(ROOT / "plugins").glob("*.py"),
+            *(ROOT / "backends").rglob("*.py"),
+            *(ROOT / "docs" / "examples").rglob("*.py"),
+        ]
+    ),
+    ids=lambda path: str(path.relative_to(ROOT)),
 )
-def test_plugins_use_only_the_public_api(path: Path) -> None:
+def test_plugins_and_backends_use_only_the_public_api(path: Path) -> None:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "gateway":
             assert node.module == "gateway", f"{path.name} imports {node.module}"

@@ -6,10 +6,9 @@ Litestar's `Request.body()` and `Response` cost more per request than they give.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from typing import Any, Self
+from typing import Any
 
 from litestar import Request
 from litestar.types import Receive, Scope, Send
@@ -75,38 +74,6 @@ class JsonResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
         await send({"type": "http.response.body", "body": self.body, "more_body": False})
-
-
-class CancelOnDisconnect:
-    """Cancels the current task when the client disconnects, for the `with` block's time:
-    a client that gave up must not keep a model busy (nor a queue slot) for an answer
-    nobody will read. The block then raises `ClientDisconnected`.
-
-    Only for the time before a response starts: a stream's response listens itself.
-    """
-
-    __slots__ = ("fired", "receive", "task", "watcher")
-
-    def __init__(self, receive: Receive) -> None:
-        self.receive = receive
-        self.fired = False
-
-    def __enter__(self) -> Self:
-        self.task = asyncio.current_task()
-        self.watcher = asyncio.get_running_loop().create_task(self._watch())
-        return self
-
-    async def _watch(self) -> None:
-        message = await self.receive()  # the body is read: the next message is the disconnect
-        if message["type"] == "http.disconnect" and self.task is not None:
-            self.fired = True
-            self.task.cancel()
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
-        self.watcher.cancel()
-        if self.fired and kind is asyncio.CancelledError and self.task is not None:
-            self.task.uncancel()
-            raise ClientDisconnected("the client disconnected before the answer was ready") from None
 
 
 async def prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

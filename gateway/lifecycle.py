@@ -23,7 +23,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.config import ServerConfig
-from gateway.errors import GatewayError
+from gateway.errors import ClientDisconnected, GatewayError
 
 log = structlog.get_logger("gateway.lifecycle")
 
@@ -39,7 +39,8 @@ class Flight:
         self.task = task
         self.started = False  # the response's headers are sent
         self.streaming = False  # ... and they say text/event-stream
-        self.cut_reason: str | None = None  # set when the gateway ends it: "shutdown", "request_timeout"
+        # Set when it is ended from outside: "shutdown", "request_timeout", "client_disconnected".
+        self.cut_reason: str | None = None
 
     def cut(self, reason: str) -> None:
         """End the request from outside: the middleware answers for it (see `gateway.middleware`)."""
@@ -49,6 +50,7 @@ class Flight:
 
 
 current_flight: ContextVar[Flight | None] = ContextVar("gateway_flight", default=None)
+FLIGHT = "gateway.flight"  # the scope key of a request's `Flight`, for the protocol to cut it
 
 
 class ShuttingDown(GatewayError):
@@ -64,7 +66,9 @@ class RequestTimeout(GatewayError):
 
 
 def cut_error(reason: str) -> GatewayError:
-    """What the client is told of a request the gateway ended for `reason`."""
+    """What the client is told (or, gone, would have been) of a request ended for `reason`."""
+    if reason == "client_disconnected":
+        return ClientDisconnected("the client disconnected")
     if reason == "shutdown":
         return ShuttingDown("the server is shutting down; retry shortly", headers={"Retry-After": "5"})
     return RequestTimeout("the request took longer than server.request_timeout_s")
@@ -241,6 +245,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_body = True  # until on_message_complete
 
     def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            flight = cycle.scope.get(FLIGHT)  # type: ignore[call-overload]
+            if flight is not None:  # nobody will read the answer: stop the work
+                flight.cut("client_disconnected")
         for timer in (self._header_timer, self._write_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()

@@ -20,7 +20,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import new_request_id
 from gateway.errors import GatewayError
-from gateway.lifecycle import CLOSE_CONNECTION, Flight, ShuttingDown, current_flight, cut_error
+from gateway.lifecycle import CLOSE_CONNECTION, FLIGHT, Flight, ShuttingDown, current_flight, cut_error
 from gateway.logs import bind_request_id
 
 log = structlog.get_logger("gateway.middleware")
@@ -57,6 +57,7 @@ class Guard:
             bind_request_id(admin_request_id.decode())
         flight = Flight(asyncio.current_task())
         current_flight.set(flight)
+        scope[FLIGHT] = flight  # type: ignore[literal-required]
         status = 0
 
         async def guarded_send(message: Message) -> None:
@@ -88,7 +89,10 @@ class Guard:
             if flight.cut_reason is None or flight.task is None:
                 raise
             flight.task.uncancel()
-            status = await _end(flight, send, scope, cut_error(flight.cut_reason))
+            if flight.cut_reason == "client_disconnected":
+                status = 499  # nobody to answer
+            else:
+                status = await _end(flight, send, scope, cut_error(flight.cut_reason))
         finally:
             if timer is not None:
                 timer.cancel()

@@ -8,6 +8,7 @@ error object. `serve` runs a call through the pipeline; routes are one line.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol
 
@@ -17,9 +18,10 @@ from litestar.types import ASGIApp
 
 from gateway.backend import GenerationOptions
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, internal_error
-from gateway.http import REQUEST_ID_HEADER, CancelOnDisconnect, JsonResponse, new_context, prepend, read_body
+from gateway.errors import ClientDisconnected, GatewayError, internal_error
+from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context, prepend, read_body
 from gateway.keepalive import start_stream
+from gateway.lifecycle import cut_reason
 from gateway.pipeline import Outcome, Pipeline, PreparedRequest, StreamWriter
 from gateway.protocol import ChatCompletionRequest
 
@@ -63,7 +65,7 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
     headers = {REQUEST_ID_HEADER: context.request_id}
     try:
         body = await read_body(request, context.headers)
-        with CancelOnDisconnect(request.receive):  # also while queued for the model
+        try:  # a client that leaves cancels the request (see `gateway.lifecycle`), queued or not
             call = endpoint.parse(body, context)
             prepared = await pipeline.prepare(call.request, context)
             if prepared.request.stream:
@@ -78,6 +80,11 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
                 options = GenerationOptions(bench=call.bench, request_id=context.request_id)
                 answer = call.answer(prepared, await pipeline.complete(prepared, context, options))
                 return JsonResponse(answer, headers)
+        except asyncio.CancelledError:
+            if cut_reason() != "client_disconnected":
+                raise
+            uncancel()
+            raise ClientDisconnected("the client disconnected before the answer was ready") from None
     except Exception as error:  # noqa: BLE001 - every failure becomes the API's error object
         return await error_response(endpoint, pipeline, context, error, headers)
     # The ASGI response itself: Litestar would give a `Stream` the route's JSON media type.
@@ -86,6 +93,13 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
         media_type=endpoint.stream_media_type,
         headers={**headers, "cache-control": "no-cache"},
     )
+
+
+def uncancel() -> None:
+    """Take back the cancellation that a disconnect sent this task, to answer on_error."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def _late_failure(

@@ -16,7 +16,6 @@ from litestar import Request, Response, post
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.errors import AuthenticationFailed, GatewayError, InvalidRequest, PermissionDenied
 from gateway.http import JSON
-from gateway.metrics import attach
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
@@ -112,7 +111,6 @@ async def reload_config(state: Any) -> GatewayConfig:
             config = load_config(path)
             if state.rebuild_plugins:
                 manager = default_plugin_manager(config)
-                attach(manager, state.metrics)
                 plugins = PluginSet.build(manager)
                 await plugins.start(config)
             state.registry.reconfigure(config, plugins.backends)

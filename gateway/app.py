@@ -25,7 +25,7 @@ from gateway.admin import ADMIN_ROUTES, reload_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
 from gateway.lifecycle import Lifecycle
-from gateway.metrics import Metrics, attach
+from gateway.metrics import Metrics
 from gateway.middleware import install
 from gateway.openapi import add_wire_schemas
 from gateway.ops_routes import metrics, ready
@@ -96,10 +96,9 @@ def create_app(
     plugins = PluginSet.build(manager)
     registry = BackendRegistry(config, plugins.backends)
     gauges = Metrics(registry) if config.server.metrics else None
-    attach(manager, gauges)  # before the first request: the hook runner reads its order then
     if gauges is not None:
         registry.on_queue_wait, registry.on_loaded = gauges.queue_wait, gauges.model_loaded
-    pipeline = Pipeline(config, registry, plugins.hooks)
+    pipeline = Pipeline(config, registry, plugins.hooks, gauges)
     state = State(
         {
             "config": config,

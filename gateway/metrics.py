@@ -1,9 +1,11 @@
 """Prometheus metrics (`GET /metrics`), named as vLLM names them with a `gateway:` prefix.
 
-Per request, from what the hooks already carry: `on_response`/`on_error` read
-`RequestContext.timings` and the answer's usage; none per token. Per model state
-(running and queued requests, status, memory, prefix-cache bytes) is read from
-the registry when scraped, costing requests nothing. The registry reports queue
+Per request, from what the pipeline already has: `on_response`/`on_error` (which
+the pipeline calls beside those hooks, not as a plugin, so a gateway without
+plugins dispatches no hook) read `RequestContext.timings` and the answer's usage;
+none per token. Per model state (running and queued requests, status, memory,
+prefix-cache bytes) is read from the registry when scraped, costing requests
+nothing. The registry reports queue
 waits and load times through two callbacks.
 
 Cheap on the hot path: an observation is a `bisect` and two additions on plain
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -33,7 +35,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from gateway.errors import GatewayError, PluginFailed
-from gateway.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from gateway.context import RequestContext
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from gateway.responses import ChatCompletion
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PLUGIN_NAME = "gateway_metrics"
 LATENCY_BUCKETS = (
     *(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75),
     *(1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0),
@@ -136,9 +136,8 @@ class Metrics:
         it per later chunk with `now - previous`. About 0.3 us a call."""
         return self.model(model_id).itl.observe
 
-    # --- hooks (the object is registered as a plugin: see `attach`) ---------------------
+    # --- per request: the pipeline calls these where it calls on_response / on_error ------
 
-    @hookimpl
     def on_response(self, response: ChatCompletion, context: RequestContext) -> None:
         figures = self.model(context.model)
         timings, usage = context.timings, response.usage
@@ -161,7 +160,6 @@ class Metrics:
             reason = choice.finish_reason or "unknown"
             finished_reasons[reason] = finished_reasons.get(reason, 0) + 1
 
-    @hookimpl
     def on_error(self, error: Exception, context: RequestContext) -> None:
         code = (error.code or "error") if isinstance(error, GatewayError) else "internal_error"
         # The model label only once the name resolved (`backend` set): else it is client input.
@@ -170,15 +168,6 @@ class Metrics:
         if isinstance(error, PluginFailed):
             plugin = (error.plugin, error.hook)
             self.plugin_errors[plugin] = self.plugin_errors.get(plugin, 0) + 1
-
-
-def attach(manager: Any, metrics: Metrics | None) -> None:
-    """Register `metrics` (its hooks) in `manager`, replacing an earlier app's; every
-    plugin manager the app builds (start-up, each reload) gets it."""
-    if manager.has_plugin(PLUGIN_NAME):
-        manager.unregister(name=PLUGIN_NAME)
-    if metrics is not None:
-        manager.register(metrics, name=PLUGIN_NAME)
 
 
 class _Figures(Collector):

@@ -48,6 +48,7 @@ from gateway.errors import (
 )
 from gateway.hooks import HookRunner
 from gateway.lifecycle import cut_error, cut_reason
+from gateway.metrics import Metrics
 from gateway.prompts import Embeddings
 from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
 from gateway.registry import BackendRegistry, Lease, ModelEntry
@@ -103,10 +104,17 @@ class StreamWriter(Protocol):
 
 
 class Pipeline:
-    def __init__(self, config: GatewayConfig, registry: BackendRegistry, hooks: HookRunner) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        registry: BackendRegistry,
+        hooks: HookRunner,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.hooks = hooks
+        self.metrics = metrics
 
     async def prepare(self, request: ChatCompletionRequest, context: RequestContext) -> PreparedRequest:
         """The request checked, rewritten and resolved, holding its model's lease."""
@@ -353,10 +361,14 @@ class Pipeline:
     ) -> None:
         context.timings.finished = time.perf_counter()
         await prepared.hooks.call_all("on_response", response=response, context=context)
+        if self.metrics is not None:  # called directly: a hook here would cost every request more
+            self.metrics.on_response(response, context)
 
     async def fail(self, error: Exception, context: RequestContext) -> None:
         """Tell `on_error` observers; one that raises is logged, never replaces `error`."""
         context.timings.finished = time.perf_counter()
+        if self.metrics is not None:
+            self.metrics.on_error(error, context)
         await self.hooks.notify("on_error", error=error, context=context)
 
 

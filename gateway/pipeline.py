@@ -171,6 +171,10 @@ class Pipeline:
             usage = TokenUsage(0, 0)
             stats: GenerationStats | None = None
             rounds = self.config.server.max_tool_rounds + 1
+            # Inter-token latency: the gaps between choice 0's chunks (a chunk may hold several
+            # tokens when a stop string or a tool call is held back, as a client sees it).
+            gap = self.metrics.observe_token_gap(prepared.entry.id) if self.metrics is not None else None
+            last = 0.0
             for round_number in range(1, rounds + 1):
                 if routing and round_number == rounds:  # no round left to run a server tool in
                     request, routing = _only_client_tools(request, prepared.client_tools), False
@@ -189,7 +193,11 @@ class Pipeline:
                         if chunk is not event and _is_empty(chunk):
                             continue  # a plugin holds this piece back (e.g. to see a whole word)
                         if context.timings.first_token is None:
-                            context.timings.first_token = time.perf_counter()
+                            context.timings.first_token = last = time.perf_counter()
+                        elif gap is not None and chunk.choice == 0:
+                            now = time.perf_counter()
+                            gap(now - last)
+                            last = now
                         if routing and (chunk.tool_calls or held):
                             held.append(chunk)
                             continue

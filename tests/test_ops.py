@@ -159,6 +159,9 @@ def test_metrics_follow_requests(serve: Any) -> None:
     assert sample(text, "gateway:generation_tokens_total", model_name="slow") == 3
     assert sample(text, "gateway:prompt_tokens_total", model_name="echo") == 3
     assert sample(text, "gateway:time_to_first_token_seconds_count", model_name="slow") == 1
+    # "a", " b", " c" and the finishing chunk: three gaps, two of them a 5 ms word apart
+    assert sample(text, "gateway:inter_token_latency_seconds_count", model_name="slow") == 3
+    assert sample(text, "gateway:inter_token_latency_seconds_sum", model_name="slow") >= 0.009
     assert sample(text, "gateway:e2e_request_latency_seconds_count", model_name="echo") == 1
     assert sample(text, "gateway:request_queue_time_seconds_count", model_name="echo") == 1
     assert sample(text, "gateway:request_errors_total", code="model_not_found") == 1

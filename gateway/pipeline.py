@@ -50,10 +50,11 @@ from gateway.hooks import HookRunner
 from gateway.lifecycle import cut_error, cut_reason
 from gateway.metrics import Metrics
 from gateway.prompts import Embeddings
-from gateway.protocol import ChatCompletionRequest, FunctionCall, Message, ToolCall, replace
+from gateway.protocol import ChatCompletionRequest, replace
 from gateway.registry import BackendRegistry, Lease, ModelEntry
 from gateway.responses import ChatCompletion, Choice, Usage
-from gateway.validation import apply_model_config, check_backend_support, named_tool_choice, normalize
+from gateway.tool_rounds import only_client_tools, route_tool_calls, tool_names
+from gateway.validation import apply_model_config, check_backend_support, normalize
 
 
 @dataclass
@@ -123,7 +124,7 @@ class Pipeline:
         hooks = self.hooks  # `has` checks skip the hook machinery where no plugin listens
         await self.identify(context, request.model, hooks)
         request = normalize(request)
-        client_tools = frozenset(_tool_names(request))  # checked by `normalize`
+        client_tools = frozenset(tool_names(request))  # checked by `normalize`
         if hooks.has("rewrite_request"):
             rewritten = await hooks.chain("rewrite_request", "request", request, context=context)
             if rewritten is not request:
@@ -177,7 +178,7 @@ class Pipeline:
             last = 0.0
             for round_number in range(1, rounds + 1):
                 if routing and round_number == rounds:  # no round left to run a server tool in
-                    request, routing = _only_client_tools(request, prepared.client_tools), False
+                    request, routing = only_client_tools(request, prepared.client_tools), False
                 held: list[GenerationChunk] = []
                 end: GenerationEnd | None = None
                 async with aclosing(prepared.backend.generate(request, options)) as events:
@@ -206,7 +207,7 @@ class Pipeline:
                     raise BackendFailed(f"backend '{prepared.backend.kind}' ended without a result")
                 usage = _add_usage(usage, end.usage)
                 stats = end.stats
-                results = await self._route_tool_calls(held, request, context, hooks) if held else None
+                results = await route_tool_calls(held, request, context, hooks) if held else None
                 if results is None:
                     for chunk in held:
                         yield chunk
@@ -215,41 +216,6 @@ class Pipeline:
             yield GenerationEnd(usage=usage, stats=stats)
         finally:
             prepared.lease.release()
-
-    async def _route_tool_calls(
-        self,
-        held: list[GenerationChunk],
-        request: ChatCompletionRequest,
-        context: RequestContext,
-        hooks: HookRunner,
-    ) -> list[Message] | None:
-        """Run the server's calls of a finished choice: the messages that ask the model
-        again, or None when every call is the client's.
-
-        In a turn that also calls client tools, only the server's calls stay in
-        the history: the model, seeing their results, calls the client's tools
-        again if it still needs them. A client never gets a call to a tool it
-        did not send.
-        """
-        accumulator = ChoiceAccumulator(0, want_logprobs=False)
-        for chunk in held:
-            accumulator.add(chunk)
-        if accumulator.finish_reason != "tool_calls":
-            return None
-        calls = [
-            ToolCall(id=call.id, function=FunctionCall(call.function.name, call.function.arguments))
-            for call in accumulator.choice().message.tool_calls or ()
-        ]
-        ran: list[ToolCall] = []
-        results: list[Message] = []
-        for call in calls:
-            output = await hooks.first_result(
-                "route_tool_call", tool_call=call, request=request, context=context
-            )
-            if output is not None:
-                ran.append(call)
-                results.append(Message(role="tool", content=str(output), tool_call_id=call.id))
-        return [Message(role="assistant", tool_calls=ran), *results] if ran else None
 
     # --- finish: the answer, on_response / on_error ----------------------------------
 
@@ -401,23 +367,6 @@ def _check_allowed(identity: Identity | None, name: str, model_id: str) -> None:
     """403 unless the caller's identity allows the model, by id or by the alias it used."""
     if not may_use(identity, model_id, name):
         raise PermissionDenied(f"This API key may not use the model '{name}'", param="model")
-
-
-def _tool_names(request: ChatCompletionRequest) -> list[str]:
-    return [tool["function"]["name"] for tool in request.tools or ()]
-
-
-def _only_client_tools(request: ChatCompletionRequest, client_tools: frozenset[str]) -> ChatCompletionRequest:
-    """The request without the tools plugins added, for the last round: a client must
-    never get a call to a tool it did not send."""
-    tools = [tool for tool in request.tools or () if tool["function"]["name"] in client_tools]
-    if len(tools) == len(request.tools or ()):
-        return request
-    choice = request.tool_choice
-    named = named_tool_choice(choice)
-    if (named is not None and named not in client_tools) or (choice == "required" and not tools):
-        choice = None
-    return replace(request, tools=tools or None, tool_choice=choice)
 
 
 def _is_empty(chunk: GenerationChunk) -> bool:

@@ -108,12 +108,17 @@ def _late_failure(
     """The error event for a failure once keep-alive comments have started the stream."""
 
     async def event(error: Exception) -> bytes:
-        failure = error if isinstance(error, GatewayError) else internal_error()
-        context.status_code = failure.status_code
-        await pipeline.fail(error, context)
-        return writer.error(failure)
+        return writer.error(await _reported(pipeline, context, error))
 
     return event
+
+
+async def _reported(pipeline: Pipeline, context: RequestContext, error: Exception) -> GatewayError:
+    """What the client is told of `error`, once `on_error` observers (the access log) know."""
+    failure = error if isinstance(error, GatewayError) else internal_error()
+    context.status_code = failure.status_code
+    await pipeline.fail(error, context)
+    return failure
 
 
 async def error_response(
@@ -124,7 +129,5 @@ async def error_response(
     headers: dict[str, str],
 ) -> JsonResponse:
     """The endpoint's error answer, once `on_error` observers (the access log) know."""
-    failure = error if isinstance(error, GatewayError) else internal_error()
-    context.status_code = failure.status_code
-    await pipeline.fail(error, context)
+    failure = await _reported(pipeline, context, error)
     return JsonResponse(endpoint.error_body(failure), {**failure.headers, **headers}, failure.status_code)

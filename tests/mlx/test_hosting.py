@@ -149,6 +149,18 @@ def rss() -> int:
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
 
+async def settled_rss() -> int:
+    # RSS once it stops falling (up to 2 s): freed pages can take a moment to leave
+    # (an engine thread ending, the allocator trimming); a reading in between is noise.
+    before = rss()
+    for _ in range(40):
+        await asyncio.sleep(0.05)
+        now = rss()
+        if before - now < 2**20:
+            return now
+        before = now
+    return before
+
 async def main() -> None:
     manager = new_plugin_manager()
     manager.register(plugin, name="mlx")
@@ -166,7 +178,7 @@ async def main() -> None:
         loaded.append(rss())
         await registry.unload(entry)
         gc.collect()
-        unloaded.append(rss())
+        unloaded.append(await settled_rss())
     print(json.dumps({"loaded": loaded, "unloaded": unloaded}), flush=True)
 
 asyncio.run(main())

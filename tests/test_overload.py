@@ -87,5 +87,7 @@ def test_ten_times_max_queue_clients_get_200_or_429_503_with_retry_after() -> No
     print(f"\noverload: {dict(statuses)}; /health p99 {p99 * 1000:.1f} ms over {len(health_waits)} probes")
     assert set(statuses) <= {200, 429, 503} and statuses[200] > 0 and statuses[429] > 0
     assert retry_after_everywhere
-    assert p99 < 0.25  # the figure is 50 ms; this box is shared, so the test allows more
+    # A frozen event loop, not speed: the 50 ms p99 figure is `make bench` (bench/overload.py),
+    # with the server in its own process; here client and server share one interpreter.
+    assert p99 < 1.0
     assert after <= baseline * 1.05

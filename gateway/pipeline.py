@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
@@ -117,12 +117,22 @@ class Pipeline:
         self.hooks = hooks
         self.metrics = metrics
 
-    async def prepare(self, request: ChatCompletionRequest, context: RequestContext) -> PreparedRequest:
-        """The request checked, rewritten and resolved, holding its model's lease."""
+    async def prepare(
+        self,
+        request: ChatCompletionRequest,
+        context: RequestContext,
+        authorize: Callable[[RequestContext], None] | None = None,
+    ) -> PreparedRequest:
+        """The request checked, rewritten and resolved, holding its model's lease.
+
+        `authorize`: the endpoint's own check once the caller is known (e.g. that a
+        continued response is theirs); it raises a `GatewayError` to refuse."""
         context.model = request.model
         context.stream = request.stream
         hooks = self.hooks  # `has` checks skip the hook machinery where no plugin listens
         await self.identify(context, request.model, hooks)
+        if authorize is not None:
+            authorize(context)
         request = normalize(request)
         client_tools = frozenset(tool_names(request))  # checked by `normalize`
         if hooks.has("rewrite_request"):

@@ -67,7 +67,7 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
         body = await read_body(request, context.headers)
         try:  # a client that leaves cancels the request (see `gateway.lifecycle`), queued or not
             call = endpoint.parse(body, context)
-            prepared = await pipeline.prepare(call.request, context)
+            prepared = await pipeline.prepare(call.request, context, getattr(call, "authorize", None))
             if prepared.request.stream:
                 writer = call.writer(prepared)
                 events = pipeline.stream(prepared, context, writer)

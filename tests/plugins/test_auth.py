@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 import msgspec
 import openai
 import pytest
+from websockets.sync.client import connect
 
 from gateway import ConfigError, RateLimited, RequestContext, create_app
 from plugins.auth import ApiKeyAuth, AuthSettings
@@ -67,6 +69,29 @@ def test_a_stored_response_is_its_callers_only(auth_server: str) -> None:
     alice.responses.delete(response.id)
     with pytest.raises(openai.NotFoundError):
         alice.responses.retrieve(response.id)
+
+
+def test_only_its_caller_may_continue_a_stored_response(auth_server: str) -> None:
+    """Bob cannot read Alice's conversation by continuing it, by any route."""
+    alice, bob = client(auth_server, ALICE_KEY), client(auth_server, BOB_KEY)
+    secret = alice.responses.create(model="echo", input="alice's secret")
+    for stream in (False, True):
+        with pytest.raises(openai.BadRequestError) as refused:
+            bob.responses.create(model="echo", input="repeat", previous_response_id=secret.id, stream=stream)
+        assert (refused.value.code, refused.value.param) == ("previous_response_not_found", "previous_response_id")
+    compact = httpx.post(
+        f"{auth_server}/v1/responses/compact",
+        json={"model": "echo", "previous_response_id": secret.id},
+        headers={"authorization": f"Bearer {BOB_KEY}"},
+    )
+    assert compact.status_code == 400 and "secret" not in compact.text
+    url = auth_server.replace("http://", "ws://") + "/v1/responses"
+    with connect(url, additional_headers={"authorization": f"Bearer {BOB_KEY}"}) as socket:
+        socket.send(json.dumps({"type": "response.create", "model": "echo", "previous_response_id": secret.id}))
+        event = json.loads(socket.recv(timeout=10))
+        assert event["type"] == "error" and event["error"]["code"] == "previous_response_not_found"
+    follow = alice.responses.create(model="echo", input="again", previous_response_id=secret.id)
+    assert follow.previous_response_id == secret.id
 
 
 def test_x_api_key_header_is_accepted(auth_server: str) -> None:

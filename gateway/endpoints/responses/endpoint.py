@@ -12,7 +12,14 @@ from gateway.context import RequestContext
 from gateway.decoding import decode_body
 from gateway.endpoints.responses.errors import error_payload
 from gateway.endpoints.responses.output import history_of, items_of, resource, status_of, usage_of
-from gateway.endpoints.responses.store import ResponseStore, StoredResponse, previous_not_found, stored
+from gateway.endpoints.responses.store import (
+    ResponseStore,
+    StoredResponse,
+    owned,
+    owner_of,
+    previous_not_found,
+    stored,
+)
 from gateway.endpoints.responses.stream import Frame, ResponsesStreamWriter, sse_frame
 from gateway.endpoints.responses.translate import (
     chat_request,
@@ -40,8 +47,8 @@ class ResponsesCall:
     """One `POST /v1/responses` (or WebSocket `response.create`), translated."""
 
     __slots__ = (
-        "_store", "body", "connection", "context", "created_at", "failed", "history", "request",
-        "response_id", "store", "summary", "summary_reasoning", "tools",
+        "_store", "body", "connection", "context", "created_at", "failed", "history", "previous",
+        "request", "response_id", "store", "summary", "summary_reasoning", "tools",
     )  # fmt: skip
     bench = False
 
@@ -54,8 +61,10 @@ class ResponsesCall:
         context: RequestContext,
         store: ResponseStore,
         connection: Connection | None,
+        previous: StoredResponse | None = None,
     ) -> None:
         self.body, self.request, self.history, self.tools = body, request, history, tools
+        self.previous = previous
         self.context, self._store, self.connection = context, store, connection
         self.response_id = "resp_" + context.request_id.removeprefix("req_")
         self.created_at = int(time.time())
@@ -65,6 +74,12 @@ class ResponsesCall:
         self.summary: Summary | None = None if summary == "none" else summary
         self.summary_reasoning = self.summary is not None  # reasoning is reported as the summary
         self.failed = False
+
+    def authorize(self, context: RequestContext) -> None:
+        """Once the caller is known: continue only a response of theirs (another
+        caller's is "not found", as `GET` says too)."""
+        if self.previous is not None and not owned(self.previous, context):
+            raise previous_not_found(self.body.previous_response_id or "")
 
     def answer(self, prepared: PreparedRequest, outcome: Outcome) -> bytes:
         completion = outcome.completion
@@ -87,9 +102,7 @@ class ResponsesCall:
         if not (self.store or self.connection is not None):
             return body
         history = [*self.history, *history_of(output)]
-        identity = self.context.identity
-        owner = identity.key_id if identity is not None else None
-        entry = stored(body, history, final.model, owner)
+        entry = stored(body, history, final.model, owner_of(self.context))
         if self.connection is not None:
             self.connection[self.response_id] = entry
         if self.store:
@@ -123,7 +136,7 @@ class ResponsesEndpoint:
         tools = function_tools(body.tools)
         stream = connection is not None or bool(body.stream)
         request = chat_request(body, model, [*system, *history], tools, stream)
-        return ResponsesCall(body, request, history, tools, context, self.store, connection)
+        return ResponsesCall(body, request, history, tools, context, self.store, connection, previous)
 
     def previous(self, response_id: str | None, connection: Connection | None) -> StoredResponse | None:
         """The response a request continues (its WebSocket's first, then the store's)."""

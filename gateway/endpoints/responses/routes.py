@@ -10,13 +10,12 @@ import msgspec
 from litestar import Litestar, Request, delete, get, post
 from litestar.types import ASGIApp
 
-from gateway.context import RequestContext
 from gateway.decoding import decode_body
 from gateway.endpoints import error_response, pipeline_of, serve
 from gateway.endpoints.responses import compaction
 from gateway.endpoints.responses.endpoint import ResponsesEndpoint
 from gateway.endpoints.responses.output import item_id, usage_of
-from gateway.endpoints.responses.store import ResponseNotFound, ResponseStore, StoredResponse
+from gateway.endpoints.responses.store import ResponseNotFound, ResponseStore, owned, previous_not_found
 from gateway.endpoints.responses.translate import input_messages
 from gateway.endpoints.responses.wire import (
     CompactionResource,
@@ -89,7 +88,7 @@ async def _stored(request: Request[Any, Any, Any], response_id: str, remove: boo
     try:
         entry = endpoint.store.get(response_id)
         await pipeline.identify(context, model=entry.model if entry else "")
-        if entry is None or not _owned(entry, context):
+        if entry is None or not owned(entry, context):
             raise ResponseNotFound(response_id)
         if remove:
             endpoint.store.delete(response_id)
@@ -97,11 +96,6 @@ async def _stored(request: Request[Any, Any, Any], response_id: str, remove: boo
     except Exception as error:  # noqa: BLE001 - every failure becomes an OpenAI error object
         return await error_response(endpoint, pipeline, context, error, headers)
     return JsonResponse(entry.body, headers)
-
-
-def _owned(entry: StoredResponse, context: RequestContext) -> bool:
-    identity = context.identity
-    return entry.owner == (identity.key_id if identity is not None else None)
 
 
 @post(
@@ -124,6 +118,8 @@ async def compact_response(request: Request[Any, Any, Any]) -> ASGIApp:
         if not may_use(context.identity, entry.id, body.model):
             raise PermissionDenied(f"This API key may not use the model '{body.model}'", param="model")
         previous = endpoint.previous(body.previous_response_id, None)
+        if previous is not None and not owned(previous, context):
+            raise previous_not_found(body.previous_response_id or "")
         earlier = previous.history() if previous else []
         messages = [*earlier, *input_messages(body.input, earlier)]
         if not messages:

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import msgspec
 
+from gateway.context import RequestContext
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.protocol import Message
 
@@ -37,6 +38,15 @@ class StoredResponse(NamedTuple):
 
 def stored(body: bytes, history: list[Message], model: str, owner: str | None) -> StoredResponse:
     return StoredResponse(body, _encode(history), model, owner)
+
+
+def owner_of(context: RequestContext) -> str | None:
+    """Who a response stored now belongs to: the caller's key id, when a plugin authenticated it."""
+    return context.identity.key_id if context.identity is not None else None
+
+
+def owned(entry: StoredResponse, context: RequestContext) -> bool:
+    return entry.owner == owner_of(context)
 
 
 class ResponseNotFound(GatewayError):

@@ -68,7 +68,7 @@ async def _turn(socket: WebSocket[Any, Any, Any], message: bytes, connection: Co
         if event.generate is False:
             await _warm_up(socket, pipeline, call)
             return
-        prepared = await pipeline.prepare(call.request, context)
+        prepared = await pipeline.prepare(call.request, context, call.authorize)
         async with aclosing(pipeline.stream(prepared, context, call.writer(prepared, line_frame))) as events:
             async for data in events:
                 for line in data.splitlines():
@@ -91,6 +91,7 @@ async def _turn(socket: WebSocket[Any, Any, Any], message: bytes, connection: Co
 async def _warm_up(socket: WebSocket[Any, Any, Any], pipeline: Pipeline, call: Any) -> None:
     """`generate: false`: an empty response, checked like any other, and remembered."""
     await pipeline.identify(call.context, call.request.model)
+    call.authorize(call.context)
     entry = pipeline.registry.resolve(call.request.model)
     if not may_use(call.context.identity, entry.id, call.request.model):
         raise PermissionDenied(f"This API key may not use the model '{call.request.model}'", param="model")

@@ -144,6 +144,31 @@ def test_rolling_back_a_different_count_per_row_equals_trimming_each(model: Any,
     assert_rows_match(model, batch, rows, [16, 17, 18])
 
 
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_prompts_prefilled_together_from_empty_caches_equal_each_alone(model: Any, side: str) -> None:
+    """Batched prefill: fresh caches merged (empty), the prompts padded on one side; right
+    padding is rolled round to the left by `finalize`, as mlx-lm's batch generator does."""
+    kv = KINDS[0]
+    rows = [reference(model, prompt, kv) for prompt in PROMPTS]
+    batch = [QuantizedCache.merge(list(layers)) for layers in zip(*(new_cache(model, kv) for _ in PROMPTS))]
+    assert all(layer.empty() and layer.size() == 0 for layer in batch)
+    longest = max(map(len, PROMPTS))
+    padding = [longest - len(prompt) for prompt in PROMPTS]
+    if side == "left":
+        tokens = [[0] * pad + prompt for pad, prompt in zip(padding, PROMPTS)]
+        for layer in batch:
+            layer.prepare(left_padding=padding)
+    else:
+        tokens = [prompt + [0] * pad for pad, prompt in zip(padding, PROMPTS)]
+        for layer in batch:
+            layer.prepare(right_padding=padding)
+    forward(model, batch, tokens)
+    for layer in batch:
+        layer.finalize()
+    assert batch[0].offset.tolist() == [len(prompt) for prompt in PROMPTS]
+    assert_rows_match(model, batch, rows, [3, 4, 5])
+
+
 def test_a_lone_row_round_trips_through_the_batch(model: Any) -> None:
     kv = KINDS[0]
     cache = new_cache(model, kv)

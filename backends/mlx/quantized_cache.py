@@ -114,32 +114,28 @@ class BatchQuantizedKVCache(_BaseCache):
         new_keys = mx.quantize(keys, group_size=self.group_size, bits=self.bits)
         new_values = mx.quantize(values, group_size=self.group_size, bits=self.bits)
         start, count = self._idx, keys.shape[2]
-        if self.keys is None or self.values is None or start + count > self.keys[0].shape[2]:
-            grow = (self.step + count - 1) // self.step * self.step
-            batch, heads = keys.shape[:2]
-            if self.keys is None or self.values is None:
-                self.keys = _blank(batch, heads, grow, new_keys)
-                self.values = _blank(batch, heads, grow, new_values)
-            else:
-                self.keys, self.values = (
-                    _map(
-                        lambda part: mx.concatenate(
-                            [
-                                part[..., :start, :],
-                                mx.zeros((batch, heads, grow, part.shape[-1]), part.dtype),
-                            ],
-                            axis=2,
-                        ),
-                        buffer,
-                    )
-                    for buffer in (self.keys, self.values)
-                )
+        if self.keys is None or start + count > self.keys[0].shape[2]:
+            self._grow(new_keys, new_values, count)
         self._idx += count
         self.offset = self.offset + count
         for buffer, new in ((self.keys, new_keys), (self.values, new_values)):
             for part, written in zip(buffer, new):
                 part[..., start : self._idx, :] = written
         return self.keys_and_values()
+
+    def _grow(self, keys: Triple, values: Triple, count: int) -> None:
+        """Room for `count` more tokens past the write index, in steps of 256."""
+        more = (self.step + count - 1) // self.step * self.step
+        batch, heads = keys[0].shape[:2]
+        if self.keys is None or self.values is None:
+            self.keys, self.values = _blank(batch, heads, more, keys), _blank(batch, heads, more, values)
+            return
+
+        def longer(part: mx.array) -> mx.array:
+            room = mx.zeros((batch, heads, more, part.shape[-1]), part.dtype)
+            return mx.concatenate([part[..., : self._idx, :], room], axis=2)
+
+        self.keys, self.values = _map(longer, self.keys), _map(longer, self.values)
 
     def keys_and_values(self) -> tuple[Triple, Triple]:
         assert self.keys is not None and self.values is not None

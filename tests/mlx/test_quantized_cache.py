@@ -144,6 +144,23 @@ def test_rolling_back_a_different_count_per_row_equals_trimming_each(model: Any,
     assert_rows_match(model, batch, rows, [16, 17, 18])
 
 
+def test_rows_past_the_first_256_tokens_grow_and_join_exactly(model: Any) -> None:
+    kv = KINDS[1]
+    prompts = [list(range(3, 257)), [7, 8, 9], [(5 * i) % 400 + 3 for i in range(300)]]
+    rows = [reference(model, prompt, kv) for prompt in prompts]
+    batch = [
+        BatchQuantizedKVCache.merge(layers) for layers in zip(*(reference(model, p, kv) for p in prompts[:2]))
+    ]
+    for step in range(3):  # 254 tokens fill the merged buffer exactly: the first step grows it
+        assert_rows_match(model, batch, rows[:2], [10 + step, 20 + step])
+    assert batch[0].size() == 257 and batch[0].keys[0].shape[2] == 254 + 256
+    longer = [BatchQuantizedKVCache.merge([layer]) for layer in reference(model, prompts[2], kv)]
+    for mine, theirs in zip(batch, longer):
+        mine.extend(theirs)
+    assert_rows_match(model, batch, rows, [30, 31, 32])
+    assert batch[0].size() == 301
+
+
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_prompts_prefilled_together_from_empty_caches_equal_each_alone(model: Any, side: str) -> None:
     """Batched prefill: fresh caches merged (empty), the prompts padded on one side; right

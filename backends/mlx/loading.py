@@ -96,7 +96,7 @@ def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) ->
     from backends.mlx.engine import Engine
     from backends.mlx.quantized_cache import KVQuantization
 
-    kv = KVQuantization(options.kv_bits, options.kv_group_size) if options.kv_bits else None
+    kv = KVQuantization(options.kv_bits, options.kv_group_size or 64) if options.kv_bits else None
     engine = Engine(
         max_batch_size=options.max_batch_size,
         prefill_step_size=options.prefill_step_size,

@@ -310,7 +310,14 @@ def spec(path: Path, **options: Any) -> ModelSpec:
 
 
 def test_bad_kv_options_fail_start_up(story: Path) -> None:
-    for options in ({"kv_bits": 3}, {"kv_bits": 16}, {"kv_bits": 8, "kv_group_size": 48}, {"kv_bits": "8"}):
+    bad = (
+        {"kv_bits": 3},
+        {"kv_bits": 16},
+        {"kv_bits": 8, "kv_group_size": 48},
+        {"kv_bits": "8"},
+        {"kv_group_size": 32},
+    )
+    for options in bad:
         with pytest.raises(ConfigError, match=r'models."m".options.kv_'):
             MLXBackend(spec(story, **options))
     with pytest.raises(ConfigError, match="kv_bits"):

@@ -25,6 +25,7 @@ SECTIONS = {
     "grammar": "bench.grammar",
     "metrics": "bench.metrics_cost",
     "overload": "bench.overload",
+    "kv_cache": "bench.kv_cache",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

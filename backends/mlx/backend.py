@@ -71,7 +71,10 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `embedding_pooling` is how /v1/embeddings pools the final hidden states per
     input (`mean` over tokens, or the `last` token's); `embedding_dimensions`
     says the model's embeddings may be truncated (Matryoshka-trained), so a
-    request's `dimensions` is honoured rather than refused.
+    request's `dimensions` is honoured rather than refused;
+    `kv_bits` (8 or 4) stores the KV cache quantized, for the decode batch and the
+    prefix cache alike, with scales per `kv_group_size` channels (which must divide
+    the model's head dimension: checked at load; default 64).
     """
 
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
@@ -84,6 +87,8 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prefix_cache_bytes: Annotated[int, Meta(ge=0)] | str = 512 * 1024**2
     embedding_pooling: Literal["mean", "last"] = "mean"
     embedding_dimensions: bool = False
+    kv_bits: Literal[4, 8] | None = None
+    kv_group_size: Literal[32, 64, 128] | None = None  # 64 when kv_bits is set
 
 
 class MLXBackend:
@@ -132,6 +137,10 @@ class MLXBackend:
         )
         if not spec.config.path:
             raise ConfigError(f'models."{spec.id}".path: the mlx backend needs the model\'s path')
+        if self.options.kv_group_size is not None and self.options.kv_bits is None:
+            raise ConfigError(
+                f'models."{spec.id}".options.kv_group_size: only applies to a quantized KV cache; set kv_bits (8 or 4)'
+            )
         self._engine: Engine | None = None
         self._tokenizer: Any = None
         self._eos_ids: frozenset[int] = frozenset()

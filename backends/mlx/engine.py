@@ -44,6 +44,7 @@ from backends.mlx.embedding import EmbedJob
 from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
 from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
+from backends.mlx.quantized_cache import KVQuantization, check_quantization, new_cache
 from gateway import BackendFailed, BackendUnavailable
 
 log = structlog.get_logger("backends.mlx.engine")
@@ -61,6 +62,7 @@ class Engine:
         prefill_step_size: int = 512,
         prefix_cache_bytes: int = 0,
         embed_share: float = 0.15,
+        kv_quantization: KVQuantization | None = None,
         name: str = "mlx",
     ) -> None:
         self.max_batch_size = max_batch_size
@@ -71,6 +73,7 @@ class Engine:
         self.embed_step_beside_streams = max(16, prefill_step_size // 32)
         self.prefill_step_size = prefill_step_size
         self.prefix_cache_bytes = prefix_cache_bytes
+        self.kv = kv_quantization  # how KV caches are stored (None: full precision)
         self.prefix: PrefixCache | None = None  # KV states of earlier prompts (prefix_cache.py)
         self.model: nn.Module | None = None
         self.vocab_size = 0
@@ -138,18 +141,21 @@ class Engine:
         """Use `model` from now on (call on the engine thread, e.g. via `call`).
 
         One warm-up token measures the vocabulary (the logits' width, which may
-        exceed the tokenizer's) and tells whether the model's cache can batch.
+        exceed the tokenizer's) and the head dimensions a quantized KV cache must
+        group (`KVCacheConfigError` if it cannot); then whether the cache can batch.
         """
         if mx.metal.is_available():  # keep the weights wired on Apple silicon, as mlx-lm does
             maybe_set_recommended_wired_limit()
         cache = make_prompt_cache(model)
         logits = model(mx.array([[0]]), cache=cache)
         mx.eval(logits)
+        if self.kv is not None:
+            check_quantization(cache, self.kv)
         self.model = model
         self.vocab_size = int(logits.shape[-1])
-        self.batched = can_batch(cache)
+        self.batched = can_batch(new_cache(model, self.kv))
         self._batch = self._new_batch()
-        self.prefix = PrefixCache(model, self.prefix_cache_bytes)
+        self.prefix = PrefixCache(model, self.prefix_cache_bytes, self.kv)
 
     def _new_batch(self) -> DecodeBatch:
         batch = DecodeBatch(self.model)
@@ -304,6 +310,8 @@ class Engine:
                 job.cached_tokens = cached
                 if job.bench:
                     mx.reset_peak_memory()
+            if cache is None:
+                cache = new_cache(self.model, self.kv)
             self._prefill = Prefill(self.model, job, rows, self.prefill_step_size, cache, cached)
         prefill = self._prefill
         try:

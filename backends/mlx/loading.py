@@ -94,11 +94,14 @@ def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) ->
     result = use_fast_blas(options.fast_blas)
     log.info("mlx blas", model=model_id, status=result.status, detail=result.message)
     from backends.mlx.engine import Engine
+    from backends.mlx.quantized_cache import KVQuantization
 
+    kv = KVQuantization(options.kv_bits, options.kv_group_size or 64) if options.kv_bits else None
     engine = Engine(
         max_batch_size=options.max_batch_size,
         prefill_step_size=options.prefill_step_size,
         prefix_cache_bytes=prefix_cache_bytes,
+        kv_quantization=kv,
         name=model_id,
     )
     engine.start()
@@ -113,6 +116,8 @@ def load_model(
     for (the default `max_context`)."""
     import mlx.core as mx
     from mlx_lm import load
+
+    from backends.mlx.quantized_cache import KVCacheConfigError
 
     started = time.perf_counter()
     configured = spec.config.path or ""
@@ -134,7 +139,10 @@ def load_model(
         raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
     except FileNotFoundError as error:  # the hub's "not cached, and offline" (LocalEntryNotFoundError)
         raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
-    engine.attach(model)
+    try:
+        engine.attach(model)
+    except KVCacheConfigError as error:
+        raise ModelLoadFailed(f'models."{spec.id}".{error}') from None
     log.info(
         "mlx model loaded",
         model=spec.id,
@@ -143,6 +151,7 @@ def load_model(
         vocab=engine.vocab_size,
         batched=engine.batched,
         prefix_cache=engine.prefix.mode if engine.prefix is not None else None,
+        kv_bits=options.kv_bits,
     )
     trained_context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
     return tokenizer, trained_context if isinstance(trained_context, int) else None

@@ -21,14 +21,17 @@ copies its buffer once on its next write (the store still holds it, so MLX canno
 donate it). Nothing is deep-copied on lookup or on insert.
 
 Entry size is the byte size of the buffers it keeps alive (the cache's capacity,
-which `KVCache` grows in 256-token steps), plus the packed key.
+which `KVCache` grows in 256-token steps; quantized, where the cache is), plus
+the packed key.
 
-Which models. All-`KVCache` models (most decoders) get prefix hits of any length.
+Which models. All-`KVCache` models (most decoders) get prefix hits of any length,
+and so do the same models with a quantized KV cache (`kv_bits`): an entry then
+keeps the quantized triples, and its size (the cap) is their bytes.
 Models with sliding-window layers (`RotatingKVCache` with `keep=0`, as mlx-lm's
 models make them; it cannot be trimmed once it wraps) get exact-prefix hits only:
 a stored prompt state serves a prompt that extends the whole stored prompt (the
 next turn of a chat), and there are no end-of-request entries. Other cache kinds
-(state-space `ArraysCache`, quantized or attention-sink caches) are not cached:
+(state-space `ArraysCache`, attention-sink caches) are not cached:
 `mode` is None, nothing is stored or looked up.
 """
 
@@ -40,9 +43,10 @@ from typing import Any, Literal
 
 import mlx.core as mx
 from mlx import nn
-from mlx_lm.models.cache import KVCache, RotatingKVCache, make_prompt_cache
+from mlx_lm.models.cache import KVCache, RotatingKVCache
 
 from backends.mlx.prefix_store import PrefixStore
+from backends.mlx.quantized_cache import KVQuantization, QuantizedCache, new_cache
 
 Mode = Literal["trim", "exact"]
 
@@ -56,7 +60,7 @@ def cache_mode(cache: Sequence[Any]) -> Mode | None:
     chunked, so a hit could not promise the tokens a cold prefill would give.
     """
     kinds = {type(layer) for layer in cache}
-    if kinds == {KVCache}:
+    if kinds in ({KVCache}, {QuantizedCache}):
         return "trim"
     if kinds <= {KVCache, RotatingKVCache} and all(getattr(layer, "keep", 0) == 0 for layer in cache):
         return "exact"
@@ -71,21 +75,32 @@ class Snapshot:
 
 
 def _own(value: Any) -> Any:
-    """A new handle on the same array (no copy), so no other handle's writes reach it."""
+    """A new handle on the same array (no copy), so no other handle's writes reach it
+    (each array of a quantized cache's (weights, scales, biases) triple too)."""
+    if isinstance(value, tuple):
+        return tuple(_own(part) for part in value)
     return value[...] if isinstance(value, mx.array) else value
 
 
+def _cut(value: Any, length: int) -> Any:
+    """Keys or values (an array, or a quantized triple) cut to `length` tokens: views."""
+    if isinstance(value, tuple):
+        return tuple(_cut(part, length) for part in value)
+    return value[..., :length, :]
+
+
 def _layer_state(layer: Any) -> tuple[Any, ...]:
-    if type(layer) is KVCache:  # keep only the filled part: a view, not a copy
-        return (layer.keys[..., : layer.offset, :], layer.values[..., : layer.offset, :], layer.offset)
+    if type(layer) in (KVCache, QuantizedCache):  # keep only the filled part: a view, not a copy
+        keys, values, offset, *rest = layer.state
+        return (_cut(keys, offset), _cut(values, offset), offset, *rest)
     return tuple(_own(value) for value in layer.state)
 
 
 def _fork(layer_type: type, state: tuple[Any, ...], length: int | None) -> Any:
     """A cache object of its own, cut to `length` tokens when given (trim mode)."""
     if length is not None:
-        keys, values, _ = state
-        state = (keys[..., :length, :], values[..., :length, :], length)
+        keys, values, _, *rest = state
+        state = (_cut(keys, length), _cut(values, length), length, *rest)
     return layer_type.from_state(tuple(_own(value) for value in state))
 
 
@@ -97,8 +112,8 @@ def no_prefix_stats() -> dict[str, int]:
 class PrefixCache:
     """One model's store of reusable KV states, `capacity` bytes at most."""
 
-    def __init__(self, model: nn.Module, capacity: int) -> None:
-        self.mode: Mode | None = cache_mode(make_prompt_cache(model)) if capacity > 0 else None
+    def __init__(self, model: nn.Module, capacity: int, kv: KVQuantization | None = None) -> None:
+        self.mode: Mode | None = cache_mode(new_cache(model, kv)) if capacity > 0 else None
         self.store: PrefixStore[Snapshot] = PrefixStore(
             capacity if self.mode else 0, trimmable=self.mode == "trim"
         )

@@ -42,6 +42,7 @@ __all__ = [
     "QWEN2_0_5B",
     "RUNNER_UP",
     "SCENARIOS",
+    "TINY_LLAMA_HEAD64",
     "ModelShape",
     "Script",
     "ScriptedLogprobs",
@@ -71,6 +72,8 @@ class ModelShape:
 
 QWEN2_0_5B = ModelShape("qwen2", 896, 24, 4864, 14, 2, 32000)
 TINY_LLAMA = ModelShape("llama", 64, 2, 128, 4, 2, 512, tie_word_embeddings=False)
+# Head dim 64 (two query heads per KV head): what quantized KV caches need to group channels.
+TINY_LLAMA_HEAD64 = ModelShape("llama", 128, 2, 256, 2, 1, 512, tie_word_embeddings=False)
 # Random lm_head weights give nearly flat logits (std ~0.6); scaling them makes
 # the distribution peaked enough that temperature, top_k and top_p visibly matter.
 _TINY_LOGIT_SCALE = 6.0
@@ -123,8 +126,11 @@ def _eos_id(directory: Path) -> int:
     return found
 
 
-def build_tiny_llama(directory: str | Path, *, seed: int = 0, vocab_size: int = 512) -> Path:
-    """A 2-layer, 64-wide random llama with the test tokenizer (float32).
+def build_tiny_llama(
+    directory: str | Path, *, seed: int = 0, vocab_size: int = 512, shape: ModelShape | None = None
+) -> Path:
+    """A 2-layer, 64-wide random llama with the test tokenizer (float32); `shape`
+    changes its dimensions (e.g. `TINY_LLAMA_HEAD64`, whose head dim quantized KV caches can group).
 
     Its EOS logit is pinned to zero, so greedy output runs to the token limit;
     sampling can still end it now and then.
@@ -132,7 +138,7 @@ def build_tiny_llama(directory: str | Path, *, seed: int = 0, vocab_size: int = 
     directory = Path(directory)
     build_tokenizer(directory, vocab_size=vocab_size)
     eos = _eos_id(directory)
-    config = _config(TINY_LLAMA, vocab_size, eos, architectures=["LlamaForCausalLM"])
+    config = _config(shape or TINY_LLAMA, vocab_size, eos, architectures=["LlamaForCausalLM"])
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     _write_random_weights(directory, config, seed, logit_scale=_TINY_LOGIT_SCALE, silent_eos=eos)
     return directory

@@ -25,6 +25,7 @@ from gateway.admin import ADMIN_ROUTES, reload_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
 from gateway.lifecycle import Lifecycle
+from gateway.logs import flush_records
 from gateway.metrics import Metrics
 from gateway.middleware import install
 from gateway.openapi import add_wire_schemas
@@ -125,6 +126,7 @@ def create_app(
             task.cancel()
         await state.plugins.stop()
         await registry.close()
+        flush_records()  # the access log's last lines (see `gateway.logs.write_records`)
 
     app = Litestar(
         route_handlers=[*ROUTES, *ADMIN_ROUTES, ready, *([metrics] if gauges is not None else [])],

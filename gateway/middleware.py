@@ -5,23 +5,31 @@ request gets, whatever route answers it.
 - 503 with `Retry-After` while the server drains (probes and /metrics still answer);
 - `server.request_timeout_s` and the drain's deadline: a request ended from outside
   answers 504/503, or, when its stream has started, an error event;
-- HTTP metrics by route template and status.
+- HTTP metrics by route template and status;
+- the API's hot routes (`gateway.routes.direct_routes`) called straight from here,
+  past Litestar's router and handler machinery (unless CORS is on: its middleware
+  sits inside Litestar's handler).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
+from litestar import Request
+from litestar._asgi.utils import is_valid_host
 from litestar.datastructures import State
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.context import new_request_id
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, internal_error
 from gateway.lifecycle import CLOSE_CONNECTION, FLIGHT, Flight, ShuttingDown, current_flight, cut_error
 from gateway.logs import bind_request_id
+
+if TYPE_CHECKING:
+    from gateway.routes import DirectRoute
 
 log = structlog.get_logger("gateway.middleware")
 _encode = msgspec.json.Encoder().encode
@@ -33,11 +41,12 @@ _EVENT_STREAM = b"text/event-stream"
 class Guard:
     """Wraps Litestar's ASGI handler (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, state: State) -> None:
+    def __init__(self, app: ASGIApp, state: State, direct: dict[tuple[str, str], DirectRoute]) -> None:
         self.app = app
         self.state = state  # its config changes on reload; its lifecycle and metrics never do
         self.lifecycle = state.lifecycle
         self.metrics = state.metrics
+        self.direct = direct  # (method, path) -> route function, called without the router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,7 +93,11 @@ class Guard:
             if limit is not None:
                 timer = asyncio.get_running_loop().call_later(limit, flight.cut, "request_timeout")
         try:
-            await self.app(scope, receive, guarded_send)
+            route = self.direct.get((scope["method"], path))
+            if route is not None and not scope.get("root_path") and _valid_host(scope):
+                await _call_direct(route, scope, receive, guarded_send, flight)
+            else:
+                await self.app(scope, receive, guarded_send)
         except asyncio.CancelledError:
             if flight.cut_reason is None or flight.task is None:
                 raise
@@ -99,6 +112,31 @@ class Guard:
             lifecycle.flights.discard(flight)
         if metrics is not None:
             metrics.http_request(scope.get("path_template") or "unmatched", status)
+
+
+def _valid_host(scope: Scope) -> bool:
+    """Litestar's router refuses a malformed `Host` (400): the direct routes leave that to it."""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return is_valid_host(value)
+    return True
+
+
+async def _call_direct(
+    route: DirectRoute, scope: Scope, receive: Receive, send: Send, flight: Flight
+) -> None:
+    """What Litestar's router and handler would do for a direct route. The route answers
+    every error itself; anything else is a bug, answered as Litestar's handler would."""
+    scope["path_template"] = scope["path"]  # type: ignore[typeddict-unknown-key]
+    scope["path_params"] = {}
+    try:
+        answer = await route(Request(scope, receive, send))
+        await answer(scope, receive, send)
+    except Exception as error:
+        if flight.started:
+            raise  # as after Litestar's handler: uvicorn logs it and closes the connection
+        log.error("unhandled error", exc_info=error)
+        await _answer(send, internal_error())
 
 
 async def _answer(send: Send, error: GatewayError) -> None:
@@ -130,6 +168,7 @@ async def _end(flight: Flight, send: Send, scope: Scope, error: GatewayError) ->
     return 200
 
 
-def install(app: Any, state: State) -> None:
-    """Put `Guard` around the app's whole ASGI handler (routing and error handling included)."""
-    app.asgi_handler = Guard(app.asgi_handler, state)
+def install(app: Any, state: State, direct: dict[tuple[str, str], DirectRoute]) -> None:
+    """Put `Guard` around the app's whole ASGI handler (routing and error handling included);
+    `direct` routes are called from it (unless CORS is on)."""
+    app.asgi_handler = Guard(app.asgi_handler, state, {} if app.cors_config else direct)

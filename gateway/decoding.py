@@ -34,7 +34,7 @@ def decode_request(body: bytes) -> ChatCompletionRequest:
 def could_nest_too_deep(body: bytes) -> bool:
     """Whether `body` holds enough brackets to nest past `MAX_DEPTH` (two C-speed counts:
     most bodies need no walk at all)."""
-    return body.count(b"[") + body.count(b"{") > MAX_DEPTH
+    return len(body) > MAX_DEPTH and body.count(b"[") + body.count(b"{") > MAX_DEPTH
 
 
 def decode_body(body: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:

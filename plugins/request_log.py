@@ -135,7 +135,8 @@ def _one_or_all(values: list[Any]) -> Any:
 
 
 def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    """To 0.01 ms (`round` costs several times more; the values are never negative)."""
+    return None if value is None else int(value * 100 + 0.5) / 100
 
 
 def make_plugin(config: GatewayConfig) -> RequestLog:

@@ -34,7 +34,7 @@ from gateway.pipeline import Pipeline
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
-from gateway.routes import ROUTES, SCHEMAS, direct_routes
+from gateway.routes import ERROR_BODIES, ROUTES, SCHEMAS, direct_routes
 
 log = structlog.get_logger("gateway.app")
 _encode = msgspec.json.Encoder().encode
@@ -146,7 +146,7 @@ def create_app(
         logging_config=None,
     )
     add_wire_schemas(app, SCHEMAS)
-    install(app, state, direct_routes(ROUTES))  # ids, drain, timeouts, metrics; the hot routes
+    install(app, state, direct_routes(ROUTES), ERROR_BODIES)  # ids, drain, timeouts, metrics; the hot routes
     return app
 
 

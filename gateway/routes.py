@@ -17,7 +17,9 @@ from litestar.types import ASGIApp
 from gateway.context import RequestContext
 from gateway.endpoints import chat, completions, embeddings, error_response, messages, pipeline_of, responses
 from gateway.endpoints.chat.endpoint import ChatEndpoint
-from gateway.errors import PermissionDenied
+from gateway.endpoints.messages.endpoint import MessagesEndpoint
+from gateway.endpoints.responses.endpoint import ResponsesEndpoint
+from gateway.errors import GatewayError, PermissionDenied
 from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context
 from gateway.pipeline import may_use
 from gateway.registry import BackendRegistry, ModelEntry
@@ -137,3 +139,15 @@ def direct_routes(handlers: Iterable[BaseRouteHandler]) -> dict[tuple[str, str],
         ):
             direct[(method, path)] = handler.fn
     return direct
+
+
+ErrorBody = Callable[[GatewayError], bytes]
+_anthropic_errors = MessagesEndpoint()
+# The error object of each route whose API has its own (others answer OpenAI's), for the
+# answers `gateway.middleware.Guard` writes itself: draining, request timeout, shutdown.
+ERROR_BODIES: dict[str, ErrorBody] = {
+    "/v1/messages": _anthropic_errors.error_body,
+    "/v1/messages/count_tokens": _anthropic_errors.error_body,
+    "/v1/responses": ResponsesEndpoint.error_body,
+    "/v1/responses/compact": ResponsesEndpoint.error_body,
+}

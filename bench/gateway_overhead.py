@@ -11,7 +11,8 @@ non-streamed chat completion:
 
 Rounds interleave the three, and each figure is the median over rounds, so a
 noisy machine hurts all three alike. Targets: gateway >= 60% of the ceiling's
-requests/s, gateway with plugins >= 50%.
+requests/s, gateway with plugins >= 70% (issue 15). `bench.request_profile`
+measures the same three in process (CPU per request, and where it goes).
 
     python -m bench.gateway_overhead          # GATEWAY_BENCH_SECONDS, _ROUNDS, _CONNECTIONS
 """
@@ -31,7 +32,7 @@ import httpx
 from bench.keepalive import post_request, run_load
 from bench.servers import free_port, gateway_server, process_server
 
-TARGETS = {"gateway": 0.60, "plugins": 0.50}
+TARGETS = {"gateway": 0.60, "plugins": 0.70}
 API_KEY = "sk-bench-overhead"
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": 16}
 BACKENDS_UNUSED = '"mlx", "openai"'

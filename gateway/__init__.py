@@ -37,6 +37,7 @@ from gateway.errors import (
     UnsupportedField,
 )
 from gateway.hookspecs import hookimpl
+from gateway.logs import write_records
 from gateway.prompts import CompletionRequest, EmbeddingRequest, Embeddings, RawPrompt
 from gateway.protocol import (
     CEILING_FIELDS,
@@ -114,4 +115,5 @@ __all__ = [
     "parse_config",
     "replace",
     "wall_clock_stats",
+    "write_records",
 ]

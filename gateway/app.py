@@ -25,6 +25,7 @@ from gateway.admin import ADMIN_ROUTES, reload_config
 from gateway.config import ConfigError, GatewayConfig
 from gateway.errors import GatewayError, internal_error
 from gateway.lifecycle import Lifecycle
+from gateway.logs import flush_records
 from gateway.metrics import Metrics
 from gateway.middleware import install
 from gateway.openapi import add_wire_schemas
@@ -33,7 +34,7 @@ from gateway.pipeline import Pipeline
 from gateway.plugin_set import PluginSet
 from gateway.plugins import default_plugin_manager
 from gateway.registry import BackendRegistry
-from gateway.routes import ROUTES, SCHEMAS
+from gateway.routes import ERROR_BODIES, ROUTES, SCHEMAS, direct_routes
 
 log = structlog.get_logger("gateway.app")
 _encode = msgspec.json.Encoder().encode
@@ -125,6 +126,7 @@ def create_app(
             task.cancel()
         await state.plugins.stop()
         await registry.close()
+        flush_records()  # the access log's last lines (see `gateway.logs.write_records`)
 
     app = Litestar(
         route_handlers=[*ROUTES, *ADMIN_ROUTES, ready, *([metrics] if gauges is not None else [])],
@@ -144,7 +146,7 @@ def create_app(
         logging_config=None,
     )
     add_wire_schemas(app, SCHEMAS)
-    install(app, state)  # request ids, drain, timeouts and HTTP metrics on every response
+    install(app, state, direct_routes(ROUTES), ERROR_BODIES)  # ids, drain, timeouts, metrics; the hot routes
     return app
 
 

@@ -137,8 +137,8 @@ class Pipeline:
         client_tools = frozenset(tool_names(request))  # checked by `normalize`
         if hooks.has("rewrite_request"):
             rewritten = await hooks.chain("rewrite_request", "request", request, context=context)
-            if rewritten is not request:
-                request = normalize(rewritten)
+            if rewritten is not request:  # checked again only where the rewrite changed it
+                request = normalize(rewritten, before=request)
         entry = self.registry.resolve(request.model, lambda e: _visible(context.identity, e))
         context.model, context.backend = entry.id, entry.config.backend
         _check_allowed(context.identity, request.model, entry.id)

@@ -5,16 +5,21 @@ A new endpoint is a package under `gateway/endpoints/` and one line here.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import msgspec
 from litestar import Request, get
+from litestar.handlers import BaseRouteHandler, HTTPRouteHandler
 from litestar.types import ASGIApp
 
 from gateway.context import RequestContext
 from gateway.endpoints import chat, completions, embeddings, error_response, messages, pipeline_of, responses
 from gateway.endpoints.chat.endpoint import ChatEndpoint
-from gateway.errors import PermissionDenied
+from gateway.endpoints.messages.endpoint import MessagesEndpoint
+from gateway.endpoints.responses.endpoint import ResponsesEndpoint
+from gateway.errors import GatewayError, PermissionDenied
 from gateway.http import REQUEST_ID_HEADER, JsonResponse, new_context
 from gateway.pipeline import may_use
 from gateway.registry import BackendRegistry, ModelEntry
@@ -102,3 +107,47 @@ SCHEMAS = [
     *embeddings.SCHEMAS,
     ModelList,
 ]
+
+
+DirectRoute = Callable[[Request[Any, Any, Any]], Awaitable[ASGIApp]]
+
+
+def direct_routes(handlers: Iterable[BaseRouteHandler]) -> dict[tuple[str, str], DirectRoute]:
+    """`(method, path) -> function` of the routes `gateway.middleware.Guard` calls itself,
+    past Litestar's router: those of one exact path and one method whose function takes
+    only the request and answers with an ASGI app (they read the body and write the
+    answer in ASGI themselves), with no guards, dependencies or hooks of their own.
+    The router and handler machinery cost about 18 us a request there and did nothing
+    for them; Litestar still serves them when a middleware of its own must run (CORS)."""
+    direct: dict[tuple[str, str], DirectRoute] = {}
+    for handler in handlers:
+        if (
+            not isinstance(handler, HTTPRouteHandler)
+            or len(handler.http_methods) != 1
+            or len(handler.paths) != 1
+        ):
+            continue
+        [path], [method] = handler.paths, handler.http_methods
+        signature = inspect.signature(handler.fn)
+        plain = not (handler.guards or handler.dependencies or handler.middleware)
+        plain = plain and not (handler.before_request or handler.after_request or handler.after_response)
+        if (
+            plain
+            and "{" not in path
+            and list(signature.parameters) == ["request"]
+            and signature.return_annotation in ("ASGIApp", ASGIApp)
+        ):
+            direct[(method, path)] = handler.fn
+    return direct
+
+
+ErrorBody = Callable[[GatewayError], bytes]
+_anthropic_errors = MessagesEndpoint()
+# The error object of each route whose API has its own (others answer OpenAI's), for the
+# answers `gateway.middleware.Guard` writes itself: draining, request timeout, shutdown.
+ERROR_BODIES: dict[str, ErrorBody] = {
+    "/v1/messages": _anthropic_errors.error_body,
+    "/v1/messages/count_tokens": _anthropic_errors.error_body,
+    "/v1/responses": ResponsesEndpoint.error_body,
+    "/v1/responses/compact": ResponsesEndpoint.error_body,
+}

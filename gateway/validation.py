@@ -7,6 +7,7 @@ and applies a model's configured defaults to fields the client left unset.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import msgspec
@@ -19,9 +20,31 @@ from gateway.protocol import ChatCompletionRequest, replace
 TOOL_CHOICE_MODES = ("none", "auto", "required")
 
 
-def normalize(request: ChatCompletionRequest) -> ChatCompletionRequest:
+# What `normalize` reads besides `messages`, `tools` and `tool_choice` (checked apart).
+_SCALARS = operator.attrgetter(
+    "functions", "function_call", "max_tokens", "max_completion_tokens", "stream", "stream_options",
+    "logprobs", "top_logprobs", "stop", "logit_bias", "response_format", "modalities", "audio",
+)  # fmt: skip
+
+
+def normalize(
+    request: ChatCompletionRequest, before: ChatCompletionRequest | None = None
+) -> ChatCompletionRequest:
     """Reject contradictions; fold legacy names (`max_completion_tokens`, `functions`,
-    `function_call`) into their successors; drop what asks for nothing."""
+    `function_call`) into their successors; drop what asks for nothing.
+
+    `before`: this request as normalised already, before a rewrite: only what the
+    rewrite changed is checked again (it rarely touches more than messages and tools)."""
+    if before is None or not all(map(operator.is_, _SCALARS(request), _SCALARS(before))):
+        request = _normalize_scalars(request)
+    if before is None or request.messages is not before.messages:
+        _check_messages(request)
+    if before is None or request.tools is not before.tools or request.tool_choice is not before.tool_choice:
+        _check_tools(request)
+    return request
+
+
+def _normalize_scalars(request: ChatCompletionRequest) -> ChatCompletionRequest:
     changes: dict[str, Any] = _legacy_functions(request)
     if changes:
         request = replace(request, **changes)
@@ -56,8 +79,6 @@ def normalize(request: ChatCompletionRequest) -> ChatCompletionRequest:
             raise InvalidRequest("modalities with 'audio' need the 'audio' parameter", param="audio")
         if "audio" not in request.modalities:
             changes["modalities"] = None  # text is what every backend answers anyway
-    _check_messages(request)
-    _check_tools(request)
     return replace(request, **changes) if changes else request
 
 
@@ -71,13 +92,19 @@ def _legacy_functions(request: ChatCompletionRequest) -> dict[str, Any]:
     choice = request.function_call
     if choice is not None:
         if request.tool_choice is not None:
-            raise InvalidRequest("Set either 'function_call' or 'tool_choice', not both", param="function_call")
+            raise InvalidRequest(
+                "Set either 'function_call' or 'tool_choice', not both", param="function_call"
+            )
         if isinstance(choice, dict):
             if not isinstance(choice.get("name"), str):
-                raise InvalidRequest("function_call must be 'none', 'auto' or {'name': ...}", param="function_call")
+                raise InvalidRequest(
+                    "function_call must be 'none', 'auto' or {'name': ...}", param="function_call"
+                )
             choice = {"type": "function", "function": {"name": choice["name"]}}
         elif choice not in ("none", "auto"):
-            raise InvalidRequest("function_call must be 'none', 'auto' or {'name': ...}", param="function_call")
+            raise InvalidRequest(
+                "function_call must be 'none', 'auto' or {'name': ...}", param="function_call"
+            )
         changes.update(function_call=None, tool_choice=choice)
     return changes
 
@@ -137,9 +164,7 @@ def apply_model_config(
 ) -> ChatCompletionRequest:
     """Name the model by its id, fill unset fields from its defaults, enforce its token ceiling."""
     changes: dict[str, Any] = {
-        name: value
-        for name, value in msgspec.structs.asdict(model.defaults).items()
-        if value is not None and getattr(request, name) is None
+        name: value for name, value in _defaults_set(model.defaults) if getattr(request, name) is None
     }
     max_tokens = changes.get("max_tokens", request.max_tokens) or model.default_max_tokens
     if model.max_tokens is not None and max_tokens > model.max_tokens:
@@ -151,6 +176,21 @@ def apply_model_config(
         max_tokens = model.max_tokens
     changes.update(max_tokens=max_tokens, model=model_id)
     return replace(request, **changes)
+
+
+_defaults_cache: dict[int, tuple[Any, tuple[tuple[str, Any], ...]]] = {}
+
+
+def _defaults_set(defaults: Any) -> tuple[tuple[str, Any], ...]:
+    """The `(field, value)` defaults a model sets, worked out once per config object (the
+    cache holds the object, so its id is not reused while the entry lives)."""
+    cached = _defaults_cache.get(id(defaults))
+    if cached is None or cached[0] is not defaults:
+        if len(_defaults_cache) >= 1024:  # reloads make new objects: keep the cache small
+            _defaults_cache.clear()
+        items = tuple((k, v) for k, v in msgspec.structs.asdict(defaults).items() if v is not None)
+        cached = _defaults_cache[id(defaults)] = (defaults, items)
+    return cached[1]
 
 
 def check_backend_support(request: ChatCompletionRequest, backend: type[Backend] | Backend) -> None:

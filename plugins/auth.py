@@ -95,13 +95,23 @@ class ApiKeyAuth:
     ) -> None:
         self.clock = clock
         self.keys = [ApiKey(key, _allowed(key.models, model_id), clock()) for key in settings.keys]
+        # Secrets that matched a key, as presented: a dict lookup instead of a hash and a
+        # comparison with every key. It holds only the configured secrets (a wrong one is
+        # never added), and a lookup's time depends on the string's hash, not on the keys.
+        self.matched: dict[str, ApiKey] = {}
 
     def find(self, secret: str) -> ApiKey | None:
-        """Compare with every key in constant time, so timing reveals nothing."""
-        digest, found = _digest(secret), None
+        """A secret that matched before is looked up; any other is compared with every key
+        in constant time, so timing reveals nothing of the keys."""
+        found = self.matched.get(secret)
+        if found is not None:
+            return found
+        digest = _digest(secret)
         for key in self.keys:
             if hmac.compare_digest(digest, key.digest):
                 found = key
+        if found is not None:
+            self.matched[secret] = found
         return found
 
     @hookimpl
@@ -116,20 +126,21 @@ class ApiKeyAuth:
             raise AuthenticationFailed("Incorrect API key provided")
         if context.endpoint in _UNMETERED:
             return key.identity
-        now = self.clock()
-        waits = [bucket.wait_s(now) for bucket in (key.requests, key.tokens) if bucket is not None]
-        if any(waits):
-            limit = "requests" if key.requests and key.requests.level < 1 else "tokens"
-            context.identity = key.identity  # who was refused: the access log's key_id
-            raise RateLimited(
-                f"Rate limit reached for key '{key.identity.key_id}' ({limit} per minute)",
-                retry_after=max(waits),
-            )
-        if key.requests is not None:
-            key.requests.take(1)
+        requests, tokens = key.requests, key.tokens
+        if requests is not None or tokens is not None:
+            now = self.clock()
+            waits = (requests.wait_s(now) if requests else 0.0, tokens.wait_s(now) if tokens else 0.0)
+            if any(waits):
+                limit = "requests" if requests and requests.level < 1 else "tokens"
+                context.identity = key.identity  # who was refused: the access log's key_id
+                raise RateLimited(
+                    f"Rate limit reached for key '{key.identity.key_id}' ({limit} per minute)",
+                    retry_after=max(waits),
+                )
+            if requests is not None:
+                requests.take(1)
         context.state["auth"] = key
         return key.identity
-
 
     @hookimpl
     def on_error(self, error: Exception, context: RequestContext) -> None:

@@ -12,21 +12,20 @@ finish_reason; a failure adds error_code and error, and for a failing plugin
 its name, hook and traceback. Levels: info, warning for 4xx, error for 5xx.
 A refused model listing (`GET /v1/models` with a wrong key) gets an error record.
 
-Records are written just after the event-loop turn that finished the request
-(its answer is on its way by then), every record of a turn together: under load
-that costs less CPU per record than writing each on the request's path (about
-5% more requests/s with the four plugins, median of four A/B runs), and no
-answer waits for its log line. Without a running loop a record is written at once.
+Records are made off the request path: just after the event-loop turn that
+finished the request (its answer is on its way by then), every record of a turn
+is rendered by the configured processors, and `gateway.write_records` writes the
+lines of up to 50 ms in one write: about 2 us a record, against 8-10 us for a
+structlog call and a write each. No answer waits for its log line; shutdown and
+exit write what is still held. Without a running loop a record is logged at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
-import structlog
 
 from gateway import (
     ChatCompletion,
@@ -36,9 +35,10 @@ from gateway import (
     PluginFailed,
     RequestContext,
     hookimpl,
+    write_records,
 )
 
-log = structlog.get_logger("gateway.requests")
+EVENT = "request"
 
 
 class RequestLogSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -49,7 +49,7 @@ class RequestLogSettings(msgspec.Struct, forbid_unknown_fields=True):
 class RequestLog:
     def __init__(self, settings: RequestLogSettings) -> None:
         self.settings = settings
-        self.pending: list[tuple[Callable[..., Any], dict[str, Any]]] = []  # (level, fields)
+        self.pending: list[tuple[str, dict[str, Any]]] = []  # (level name, fields)
 
     @hookimpl
     def on_response(self, response: ChatCompletion, context: RequestContext) -> None:
@@ -63,7 +63,7 @@ class RequestLog:
             fields["prompt"] = context.state.get("request_log")
         if self.settings.log_completions:
             fields["completion"] = _one_or_all([choice.message.content for choice in response.choices])
-        self._write(log.info, fields)
+        self._write("info", fields)
 
     @hookimpl
     def on_error(self, error: Exception, context: RequestContext) -> None:
@@ -77,28 +77,29 @@ class RequestLog:
         elif not isinstance(error, GatewayError):
             fields["exc_info"] = error
         status = context.status_code
-        level = log.error if status >= 500 else log.warning if 400 <= status < 499 else log.info
-        self._write(level, fields)
+        self._write("error" if status >= 500 else "warning" if 400 <= status < 499 else "info", fields)
 
     @hookimpl
     def gateway_shutdown(self) -> None:
         self.flush()
 
-    def _write(self, level: Callable[..., Any], fields: dict[str, Any]) -> None:
+    def _write(self, level: str, fields: dict[str, Any]) -> None:
+        if self.pending:
+            self.pending.append((level, fields))
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            level("request", **fields)
+            write_records(EVENT, [(level, fields)])
             return
-        if not self.pending:
-            loop.call_soon(self.flush)
         self.pending.append((level, fields))
+        loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the records waiting for the end of the loop turn."""
         pending, self.pending = self.pending, []
-        for level, fields in pending:
-            level("request", **fields)
+        if pending:
+            write_records(EVENT, pending)
 
 
 class RequestLogWithPrompts(RequestLog):
@@ -134,7 +135,8 @@ def _one_or_all(values: list[Any]) -> Any:
 
 
 def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+    """To 0.01 ms (`round` costs several times more; the values are never negative)."""
+    return None if value is None else int(value * 100 + 0.5) / 100
 
 
 def make_plugin(config: GatewayConfig) -> RequestLog:

@@ -80,8 +80,10 @@ class Rule:
         if self.system_prompt is not None:
             prompt = _render(self.system_prompt, *variables)
             changes["messages"] = _with_system_prompt(request.messages, prompt, self.system_mode)
-        changes.update({k: v for k, v in self.defaults.items() if getattr(request, k) is None})
-        changes.update(self.force)
+        if self.defaults:
+            changes.update({k: v for k, v in self.defaults.items() if getattr(request, k) is None})
+        if self.force:
+            changes.update(self.force)
         for name, ceiling in self.max.items():
             value = changes.get(name, getattr(request, name))
             if (value is None and name == "max_tokens") or (value is not None and value > ceiling):

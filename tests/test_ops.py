@@ -262,6 +262,45 @@ def test_cors_is_off_by_default_and_on_by_config(serve: Any, echo_server: str) -
     assert opened.headers["access-control-allow-origin"] == "https://chat.example"
 
 
+def test_api_routes_answer_alike_past_litestars_router_and_through_it(serve: Any) -> None:
+    """`gateway.middleware.Guard` calls the API routes itself (`direct_routes`), unless
+    CORS is on: then Litestar routes them, for its CORS middleware."""
+    direct_url, direct_app = serve()
+    routed_url, routed_app = serve({"cors_origins": ["https://chat.example"]})
+    assert direct_app.asgi_handler.direct and not routed_app.asgi_handler.direct
+    answers = [chat(url) for url in (direct_url, routed_url)]
+    assert [a.json()["choices"][0]["message"]["content"] for a in answers] == ["hello there"] * 2
+    assert all(a.headers["x-request-id"].startswith("req_") for a in answers)
+    cors = httpx.post(
+        f"{routed_url}/v1/chat/completions",
+        json={"model": "echo", "messages": USER},
+        headers={"origin": "https://chat.example"},
+    )
+    assert cors.headers["access-control-allow-origin"] == "https://chat.example"
+    for url in (direct_url, routed_url):
+        assert 'route="/v1/chat/completions",status="200"' in scrape(url)
+        bad_host = httpx.post(f"{url}/v1/chat/completions", json={}, headers={"host": "bad host/"})
+        assert bad_host.status_code == 400 and bad_host.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_bug_in_a_direct_route_is_an_openai_500_and_the_server_stays_up(
+    serve: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.endpoints
+
+    base_url, _ = serve()
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("a bug outside the route's own error handling")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(gateway.endpoints, "new_context", broken)
+        failed = chat(base_url)
+    assert failed.status_code == 500 and failed.json()["error"]["type"] == "server_error"
+    assert failed.headers["x-request-id"].startswith("req_")
+    assert chat(base_url).status_code == 200
+
+
 # --- admin and reload --------------------------------------------------------------------
 
 

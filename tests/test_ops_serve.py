@@ -3,6 +3,7 @@ log line or body, in JSON and console formats alike."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -191,3 +192,28 @@ def test_a_second_signal_exits_at_once(tmp_path: Path, stop_after: list[subproce
         assert process.poll() is None, process.communicate()[0].decode()[-3000:]  # the stream has 60 s
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)  # ... but the second signal ends it now
+
+
+def test_access_log_lines_are_all_written_by_the_time_a_drain_exits(
+    tmp_path: Path, stop_after: list[subprocess.Popen[bytes]]
+) -> None:
+    """The access log writes its lines in batches after the answers (gateway.logs.write_records):
+    none may be lost when SIGTERM comes right after the last answer, nor for a stream the
+    drain cuts."""
+    process, base_url = start(tmp_path, shutdown_timeout_s=0.5)
+    stop_after.append(process)
+    with slow_stream(base_url, words=30) as response:  # 3 s of tokens: cut by the drain
+        lines = response.iter_lines()
+        assert next(lines).startswith("data: ")
+        answered = [chat(base_url, ALICE, content=f"request {number}") for number in range(20)]
+        process.send_signal(signal.SIGTERM)  # at once: the last records are still held
+        [line for line in lines if line]  # read to the end: the drain cuts it
+    assert all(answer.status_code == 200 for answer in answered)
+    output = process.communicate(timeout=60)[0].decode()
+    assert process.returncode == 0, output
+    records = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    logged = {record["request_id"]: record for record in records if record.get("event") == "request"}
+    for answer in answered:
+        assert logged[answer.headers["x-request-id"]]["status"] == 200
+    cut = [record for record in logged.values() if record["model"] == "slow"]
+    assert [(record["status"], record["error_code"]) for record in cut] == [(503, "server_shutting_down")]

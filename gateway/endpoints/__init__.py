@@ -25,6 +25,10 @@ from gateway.lifecycle import cut_reason
 from gateway.pipeline import Outcome, Pipeline, PreparedRequest, StreamWriter
 from gateway.protocol import ChatCompletionRequest
 
+# Scope key: the running stream's `StreamWriter.error`, so that the middleware ends a
+# stream it cuts (shutdown, request timeout) with the route's own error event.
+STREAM_ERROR = "gateway.stream_error"
+
 
 class EndpointCall(Protocol):
     """One request on one endpoint, translated for the pipeline."""
@@ -70,6 +74,7 @@ async def serve(endpoint: Endpoint, request: Request[Any, Any, Any]) -> ASGIApp:
             prepared = await pipeline.prepare(call.request, context, getattr(call, "authorize", None))
             if prepared.request.stream:
                 writer = call.writer(prepared)
+                request.scope[STREAM_ERROR] = writer.error  # type: ignore[literal-required]
                 events = pipeline.stream(prepared, context, writer)
                 # Errors before any output keep their HTTP status, unless a slow first event
                 # made the keep-alive comments start the stream: then it is the writer's event.

@@ -259,3 +259,14 @@ def test_a_body_that_does_not_decode_is_recorded_with_its_key(auth_server: str) 
     [record] = [entry for entry in entries if entry["event"] == "request"]
     assert (record["status"], record["key_id"]) == (400, "alice")
     assert ALICE_KEY not in str(entries)
+
+
+def test_only_secrets_that_matched_are_remembered() -> None:
+    settings = msgspec.convert(
+        {"keys": [{"id": "a", "key": "s3cret-a"}, {"id": "b", "key": "s3cret-b"}]}, AuthSettings
+    )
+    plugin = ApiKeyAuth(settings)
+    for secret in ("wrong", "s3cret-b", "s3cret-b", "s3cret-a", "wrong"):
+        found = plugin.find(secret)
+        assert (found.identity.key_id if found else None) == {"wrong": None}.get(secret, secret[-1])
+    assert set(plugin.matched) == {"s3cret-a", "s3cret-b"}

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import sys
+import time
+from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import openai
 import pytest
 import structlog
 
 from gateway import ChatCompletion, ChatCompletionRequest, InvalidRequest, RequestContext, hookimpl
+from gateway.logs import _RecordWriter, configure_logging
 from gateway.responses import Choice, CompletionTokensDetails, PromptTokensDetails, ResponseMessage, Usage
 from plugins.request_log import make_plugin
 from tests.plugins.helpers import (
@@ -170,3 +176,24 @@ def test_records_are_written_after_the_loop_turn_all_together() -> None:
             return len(records(entries))
 
     assert asyncio.run(shut_down_first()) == 1
+
+
+def test_records_still_held_at_shutdown_are_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The access log's lines are written in batches (`gateway.write_records`): a server
+    that stops before the next batch was due still writes them, as its last lines."""
+    output = io.BytesIO()
+    monkeypatch.setattr(sys, "stderr", SimpleNamespace(buffer=output))
+    monkeypatch.setattr(_RecordWriter, "FLUSH_S", 3600.0)  # nothing is due before shutdown
+    configured = structlog.get_config()
+    configure_logging("json", "info")
+    try:
+        config = gateway_config()
+        with serve(config) as base_url:
+            answered = [ask(base_url, "non-stream") for _ in range(3)]
+            time.sleep(0.2)
+            held = output.getvalue()
+        written = [msgspec.json.decode(line) for line in output.getvalue().splitlines()]
+    finally:
+        structlog.configure(**configured)
+    assert b'"event":"request"' not in held
+    assert len(answered) == 3 and len(records(written)) == 3

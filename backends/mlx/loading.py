@@ -99,6 +99,7 @@ def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) ->
         max_batch_size=options.max_batch_size,
         prefill_step_size=options.prefill_step_size,
         prefix_cache_bytes=prefix_cache_bytes,
+        num_draft_tokens=options.num_draft_tokens,
         name=model_id,
     )
     engine.start()
@@ -135,6 +136,12 @@ def load_model(
     except FileNotFoundError as error:  # the hub's "not cached, and offline" (LocalEntryNotFoundError)
         raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
     engine.attach(model)
+    if options.speculative and not engine.can_speculate:
+        engine.detach()
+        raise ModelLoadFailed(
+            f"model '{spec.id}': options.speculative needs a KV cache that can take rejected "
+            "draft tokens back, and this model's cache cannot"
+        )
     log.info(
         "mlx model loaded",
         model=spec.id,
@@ -143,6 +150,7 @@ def load_model(
         vocab=engine.vocab_size,
         batched=engine.batched,
         prefix_cache=engine.prefix.mode if engine.prefix is not None else None,
+        speculative=options.speculative,
     )
     trained_context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
     return tokenizer, trained_context if isinstance(trained_context, int) else None

@@ -24,6 +24,7 @@ SECTIONS = {
     "load": "bench.model_load",
     "grammar": "bench.grammar",
     "metrics": "bench.metrics_cost",
+    "speculative": "bench.speculative",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

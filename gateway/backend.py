@@ -68,7 +68,7 @@ class TokenUsage(Struct):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     accepted_prediction_tokens: int = 0  # Predicted Outputs: prediction tokens the answer kept
-    rejected_prediction_tokens: int = 0  # ... and those it verified and turned down
+    rejected_prediction_tokens: int = 0  # ... and the prediction's other tokens
 
 
 class GenerationStats(Struct):

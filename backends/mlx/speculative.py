@@ -62,8 +62,7 @@ class Drafter:
         self._predicted: PredictionIndex | None = None
         self._fed = 0  # generated tokens already in the history index
         self._from_prediction = 0  # length of the current draft taken from the prediction
-        self.accepted_prediction = 0
-        self.rejected_prediction = 0
+        self.accepted_prediction = 0  # prediction tokens drafted and kept
 
     def _catch_up(self, generated: Sequence[int]) -> HistoryIndex:
         if self._history is None:
@@ -96,11 +95,15 @@ class Drafter:
                 return draft
         return history.draft(count) if self.lookup else []
 
+    @property
+    def rejected_prediction(self) -> int:
+        """Prediction tokens not in the answer, as OpenAI counts them: all the others."""
+        return max(len(self.prediction) - self.accepted_prediction, 0)
+
     def settle(self, accepted: int) -> None:
         """Count the last draft's outcome against the prediction, where it came from one."""
         if self._from_prediction:
             self.accepted_prediction += accepted
-            self.rejected_prediction += self._from_prediction - accepted
             self._from_prediction = 0
 
 

@@ -224,6 +224,24 @@ def test_rollback_leaves_a_batch_cache_as_if_the_rejected_tokens_never_came(tiny
     tiny.call(run).result(timeout=60)
 
 
+def test_rollback_of_a_lone_row_trims_its_cache_to_the_kept_tokens(tiny: Engine) -> None:
+    from mlx_lm.models.cache import make_prompt_cache
+
+    def run() -> None:
+        model = tiny.model
+        cache, expected = make_prompt_cache(model), make_prompt_cache(model)
+        model(mx.array([[5, 6, 7, 20, 21, 22, 23]]), cache=cache)
+        rollback(cache, [3], single=True)
+        model(mx.array([[5, 6, 7, 20]]), cache=expected)
+        for layer, reference in zip(cache, expected):
+            assert layer.offset == reference.offset == 4
+            assert mx.allclose(layer.keys[..., :4, :], reference.keys[..., :4, :], atol=1e-5)
+        after = model(mx.array([[40]]), cache=cache)[0, -1]
+        assert mx.allclose(after, model(mx.array([[40]]), cache=expected)[0, -1], atol=1e-4)
+
+    tiny.call(run).result(timeout=60)
+
+
 def test_history_index_drafts_the_continuation_of_the_latest_match() -> None:
     index = HistoryIndex([1, 2, 3, 4, 9, 1, 2, 3, 5])
     assert index.draft(3) == []  # [3, 5] never occurred before

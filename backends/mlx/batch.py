@@ -266,8 +266,10 @@ class DecodeBatch:
             mx.clear_cache()
 
     def _might_draft(self) -> bool:
-        count = self.speculation.num_draft_tokens
-        return any(row.drafter is not None and row.drafter.might_draft(row.tokens, count) for row in self.rows)
+        count = self.speculation.width(len(self.rows))
+        return count > 0 and any(
+            row.drafter is not None and row.drafter.might_draft(row.tokens, count) for row in self.rows
+        )
 
     def finish_step(self) -> None:
         """Sample the tokens `step` left to sample: masked by the rows' grammars."""

@@ -46,6 +46,14 @@ if TYPE_CHECKING:
 
 Round = tuple[list["Row"], list[int], dict["Row", "Extra"]]
 
+# Positions one verification pass may feed (rows x (1 + drafts)). A decode step
+# is bound by reading the weights while few tokens go through, so a lone row's
+# 5 positions cost little more than 1; a crowd's positions are compute, and
+# every rejected one is paid for. Wider batches draft fewer tokens per row, and
+# above half this many rows they do not speculate (as vLLM turns drafting off
+# by batch size).
+VERIFY_POSITIONS = 16
+
 
 class Drafter:
     """One row's draft source: its history (prompt lookup) and/or a prediction.
@@ -112,12 +120,17 @@ class Speculation:
     """A model's speculative decoding settings and counters (read from any thread)."""
 
     num_draft_tokens: int = 4
+    verify_positions: int = VERIFY_POSITIONS
     drafted: int = 0
     accepted: int = 0
     steps: int = 0  # verification steps run
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
+
+    def width(self, rows: int) -> int:
+        """Draft tokens per row a batch of `rows` verifies (0: decode plainly)."""
+        return max(min(self.num_draft_tokens, self.verify_positions // max(rows, 1) - 1), 0)
 
     def count(self, drafted: int, accepted: int) -> None:
         with self._lock:
@@ -170,7 +183,8 @@ def verify_step(batch: DecodeBatch, speculation: Speculation) -> list[Round] | N
     then runs its plain step). Returns the tokens to emit, one round per position:
     round 0 is every row's pending token, round j the rows whose j-th draft token
     was accepted. Leaves the batch's next pending tokens and their logprobs set."""
-    rows, count = batch.rows, speculation.num_draft_tokens
+    rows = batch.rows
+    count = speculation.width(len(rows))
     pending = batch.tokens.tolist()
     drafts = [
         row.drafter.draft(row.tokens, token, count) if row.drafter is not None else []

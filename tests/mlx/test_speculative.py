@@ -22,7 +22,7 @@ from backends.mlx.engine import Engine
 from backends.mlx.jobs import Job
 from backends.mlx.ngram import HistoryIndex, PredictionIndex
 from backends.mlx.sampling import SamplingParams
-from backends.mlx.speculative import Drafter, rollback
+from backends.mlx.speculative import Drafter, Speculation, rollback
 from tests.mlx.test_engine import GREEDY, Recorder, make_job, run_job, start_engine
 from tests.support.mlx_models import Script, script_info
 
@@ -43,6 +43,7 @@ SAMPLED = SamplingParams(temperature=0.8, top_k=20, min_p=0.05, repetition_penal
 def tiny(tiny_llama_path: Path) -> Iterator[Engine]:
     engine = start_engine(tiny_llama_path, max_batch_size=16, prefill_step_size=16, num_draft_tokens=4)
     assert engine.can_speculate
+    engine.speculation.verify_positions = 16 * 5  # crowds verify full drafts here (the default narrows them)
     yield engine
     engine.stop()
 
@@ -240,6 +241,11 @@ def test_rollback_of_a_lone_row_trims_its_cache_to_the_kept_tokens(tiny: Engine)
         assert mx.allclose(after, model(mx.array([[40]]), cache=expected)[0, -1], atol=1e-4)
 
     tiny.call(run).result(timeout=60)
+
+
+def test_wider_batches_draft_fewer_tokens_per_row() -> None:
+    speculation = Speculation(num_draft_tokens=4)  # 16 positions per verification pass by default
+    assert [speculation.width(rows) for rows in (1, 2, 3, 4, 8, 9, 16)] == [4, 4, 4, 3, 1, 0, 0]
 
 
 def test_history_index_drafts_the_continuation_of_the_latest_match() -> None:

@@ -49,10 +49,14 @@ Round = tuple[list["Row"], list[int], dict["Row", "Extra"]]
 # Positions one verification pass may feed (rows x (1 + drafts)). A decode step
 # is bound by reading the weights while few tokens go through, so a lone row's
 # 5 positions cost little more than 1; a crowd's positions are compute, and
-# every rejected one is paid for. Wider batches draft fewer tokens per row, and
-# above half this many rows they do not speculate (as vLLM turns drafting off
-# by batch size).
+# every rejected one is paid for. Wider batches draft fewer tokens per row.
 VERIFY_POSITIONS = 16
+# Rows of a batch that still speculates (as vLLM turns drafting off by batch size).
+# Rows that reject different numbers of tokens are rolled into their left padding,
+# a copy of each layer's cache: measured here for 8 rows x 30 layers x 300
+# positions (SmolLM2) it took ~150 ms, more than the decode step it saves, and
+# the 8-stream bench ran 0.71x with it.
+MAX_ROWS = 4
 
 
 class Drafter:
@@ -121,6 +125,7 @@ class Speculation:
 
     num_draft_tokens: int = 4
     verify_positions: int = VERIFY_POSITIONS
+    max_rows: int = MAX_ROWS
     drafted: int = 0
     accepted: int = 0
     steps: int = 0  # verification steps run
@@ -130,6 +135,8 @@ class Speculation:
 
     def width(self, rows: int) -> int:
         """Draft tokens per row a batch of `rows` verifies (0: decode plainly)."""
+        if rows > self.max_rows:
+            return 0
         return max(min(self.num_draft_tokens, self.verify_positions // max(rows, 1) - 1), 0)
 
     def count(self, drafted: int, accepted: int) -> None:

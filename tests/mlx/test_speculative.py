@@ -43,7 +43,8 @@ SAMPLED = SamplingParams(temperature=0.8, top_k=20, min_p=0.05, repetition_penal
 def tiny(tiny_llama_path: Path) -> Iterator[Engine]:
     engine = start_engine(tiny_llama_path, max_batch_size=16, prefill_step_size=16, num_draft_tokens=4)
     assert engine.can_speculate
-    engine.speculation.verify_positions = 16 * 5  # crowds verify full drafts here (the default narrows them)
+    # crowds verify full drafts here (by default wide batches draft less, or not at all)
+    engine.speculation.verify_positions, engine.speculation.max_rows = 16 * 5, 16
     yield engine
     engine.stop()
 
@@ -245,7 +246,9 @@ def test_rollback_of_a_lone_row_trims_its_cache_to_the_kept_tokens(tiny: Engine)
 
 def test_wider_batches_draft_fewer_tokens_per_row() -> None:
     speculation = Speculation(num_draft_tokens=4)  # 16 positions per verification pass by default
-    assert [speculation.width(rows) for rows in (1, 2, 3, 4, 8, 9, 16)] == [4, 4, 4, 3, 1, 0, 0]
+    assert [speculation.width(rows) for rows in (1, 2, 3, 4, 5, 8)] == [4, 4, 4, 3, 0, 0]
+    speculation.max_rows = 16
+    assert [speculation.width(rows) for rows in (5, 8, 9)] == [2, 1, 0]
 
 
 def test_history_index_drafts_the_continuation_of_the_latest_match() -> None:

@@ -57,6 +57,7 @@ VERIFY_POSITIONS = 16
 # positions (SmolLM2) it took ~150 ms, more than the decode step it saves, and
 # the 8-stream bench ran 0.71x with it.
 MAX_ROWS = 4
+MAX_PAUSE = 16  # steps a row whose drafts keep failing waits before drafting again
 
 
 class Drafter:
@@ -75,6 +76,8 @@ class Drafter:
         self._fed = 0  # generated tokens already in the history index
         self._from_prediction = 0  # length of the current draft taken from the prediction
         self.accepted_prediction = 0  # prediction tokens drafted and kept
+        self._pause = 0  # steps left without drafting, after drafts that were all rejected
+        self._backoff = 0  # the next pause's length (doubles per wholly rejected draft)
 
     def _catch_up(self, generated: Sequence[int]) -> HistoryIndex:
         if self._history is None:
@@ -89,6 +92,9 @@ class Drafter:
     def might_draft(self, generated: Sequence[int], count: int) -> bool:
         """Whether the history as emitted so far has a draft (the cheap pre-check
         that keeps draftless steps on the pipelined path)."""
+        if self._pause:  # free-form text repeats bigrams its model does not follow
+            self._pause -= 1
+            return False
         history = self._catch_up(generated)
         if self._predicted is not None and self._predicted.draft(history.tokens, count):
             return True
@@ -112,8 +118,14 @@ class Drafter:
         """Prediction tokens not in the answer, as OpenAI counts them: all the others."""
         return max(len(self.prediction) - self.accepted_prediction, 0)
 
-    def settle(self, accepted: int) -> None:
-        """Count the last draft's outcome against the prediction, where it came from one."""
+    def settle(self, drafted: int, accepted: int) -> None:
+        """Learn from the last draft: back off after a wholly rejected one (so a row whose
+        drafts fail costs ever fewer verification steps), and count prediction tokens."""
+        if drafted and not accepted:
+            self._backoff = min(max(2 * self._backoff, 1), MAX_PAUSE)
+            self._pause = self._backoff
+        elif accepted:
+            self._backoff = 0
         if self._from_prediction:
             self.accepted_prediction += accepted
             self._from_prediction = 0
@@ -234,9 +246,9 @@ def verify_step(batch: DecodeBatch, speculation: Speculation) -> list[Round] | N
         round_extras: dict[Row, Extra] = {}
         _read_part(rows, steps[position], round_extras)
         rounds.append(([rows[i] for i in members], [drafts[i][position] for i in members], round_extras))
-    for row, n in zip(rows, counts):
+    for row, draft, n in zip(rows, drafts, counts):
         if row.drafter is not None:
-            row.drafter.settle(n)
+            row.drafter.settle(len(draft), n)
     speculation.count(sum(map(len, drafts)), sum(counts))
     batch.tokens = chosen
     batch.parts = _parts_of(rows, last)

@@ -267,3 +267,15 @@ def test_prediction_index_stays_aligned_and_realigns() -> None:
     assert index.draft([1, 2, 10, 11, 12, 13], 2) == [14, 15]
     assert index.draft([1, 2, 10, 11, 12, 13, 99], 2) == []  # departs
     assert index.draft([1, 2, 10, 11, 12, 13, 99, 14, 15], 2) == [16]  # found again by its bigram
+
+
+def test_a_row_whose_drafts_fail_backs_off_and_resumes_on_acceptance() -> None:
+    drafter = Drafter([1, 2, 3, 1, 2], lookup=True)
+    assert drafter.might_draft([], 4)  # [1, 2] occurred before: drafts [3, 1, 2]
+    drafter.settle(3, 0)
+    assert [drafter.might_draft([], 4) for _ in range(2)] == [False, True]  # paused one step
+    drafter.settle(3, 0)
+    assert [drafter.might_draft([], 4) for _ in range(3)] == [False, False, True]  # then two
+    drafter.settle(3, 2)
+    drafter.settle(3, 0)
+    assert [drafter.might_draft([], 4) for _ in range(2)] == [False, True]  # reset by an acceptance

@@ -26,6 +26,7 @@ SECTIONS = {
     "metrics": "bench.metrics_cost",
     "overload": "bench.overload",
     "kv_cache": "bench.kv_cache",
+    "speculative": "bench.speculative",
 }
 RESULTS = Path(__file__).resolve().parent.parent / "bench-results"
 

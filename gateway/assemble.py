@@ -27,7 +27,11 @@ def to_usage(tokens: TokenUsage) -> Usage:
         completion_tokens=tokens.completion_tokens,
         total_tokens=tokens.prompt_tokens + tokens.completion_tokens,
         prompt_tokens_details=PromptTokensDetails(cached_tokens=tokens.cached_tokens),
-        completion_tokens_details=CompletionTokensDetails(reasoning_tokens=tokens.reasoning_tokens),
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=tokens.reasoning_tokens,
+            accepted_prediction_tokens=tokens.accepted_prediction_tokens,
+            rejected_prediction_tokens=tokens.rejected_prediction_tokens,
+        ),
     )
 
 

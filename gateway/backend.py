@@ -67,6 +67,8 @@ class TokenUsage(Struct):
     completion_tokens: int
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    accepted_prediction_tokens: int = 0  # Predicted Outputs: prediction tokens the answer kept
+    rejected_prediction_tokens: int = 0  # ... and the prediction's other tokens
 
 
 class GenerationStats(Struct):

@@ -242,6 +242,12 @@ class _ModelState(Collector):
         cache = GaugeMetricFamily(
             "gateway:prefix_cache_bytes", "Bytes held by the model's prefix cache.", labels=labels
         )
+        drafted = CounterMetricFamily(
+            "gateway:spec_decode_num_draft_tokens", "Draft tokens proposed for verification.", labels=labels
+        )
+        accepted = CounterMetricFamily(
+            "gateway:spec_decode_num_accepted_tokens", "Draft tokens the model accepted.", labels=labels
+        )
         for entry in registry.entries.values():
             running.add_metric([entry.id], entry.admission.running)
             waiting.add_metric([entry.id], entry.admission.queued)
@@ -249,10 +255,14 @@ class _ModelState(Collector):
             for name in _STATUSES:
                 status.add_metric([entry.id, name], 1.0 if entry.status == name else 0.0)
             stats = getattr(entry.backend, "stats", None)
-            held = stats().get("prefix_cache_bytes") if stats is not None else None
+            figures = stats() if stats is not None else {}
+            held = figures.get("prefix_cache_bytes")
             if held is not None:
                 cache.add_metric([entry.id], held)
-        yield from (running, waiting, status, memory, cache)
+            if "spec_draft_tokens" in figures:  # speculative decoding, in vLLM's names
+                drafted.add_metric([entry.id], figures["spec_draft_tokens"])
+                accepted.add_metric([entry.id], figures["spec_accepted_tokens"])
+        yield from (running, waiting, status, memory, cache, drafted, accepted)
         budget = GaugeMetricFamily("gateway:memory_budget_bytes", "The memory budget (-1: none).")
         budget.add_metric([], -1 if registry.memory_budget is None else registry.memory_budget)
         yield budget

@@ -389,4 +389,6 @@ def _add_usage(total: TokenUsage, more: TokenUsage) -> TokenUsage:
         completion_tokens=total.completion_tokens + more.completion_tokens,
         cached_tokens=total.cached_tokens + more.cached_tokens,
         reasoning_tokens=total.reasoning_tokens + more.reasoning_tokens,
+        accepted_prediction_tokens=total.accepted_prediction_tokens + more.accepted_prediction_tokens,
+        rejected_prediction_tokens=total.rejected_prediction_tokens + more.rejected_prediction_tokens,
     )

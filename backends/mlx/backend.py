@@ -74,7 +74,11 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     request's `dimensions` is honoured rather than refused;
     `kv_bits` (8 or 4) stores the KV cache quantized, for the decode batch and the
     prefix cache alike, with scales per `kv_group_size` channels (which must divide
-    the model's head dimension: checked at load; default 64).
+    the model's head dimension: checked at load; default 64);
+    `speculative = "prompt_lookup"` drafts up to `num_draft_tokens` tokens per
+    step from the row's own prompt and output (n-gram lookup) and verifies them
+    in the batch's forward pass (`speculative.py`); a request's `prediction`
+    drafts from the client's text on any model whose cache can roll back.
     """
 
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
@@ -89,6 +93,8 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     embedding_dimensions: bool = False
     kv_bits: Literal[4, 8] | None = None
     kv_group_size: Literal[32, 64, 128] | None = None  # 64 when kv_bits is set
+    speculative: Literal["prompt_lookup"] | None = None
+    num_draft_tokens: Annotated[int, Meta(ge=1, le=32)] = 4
 
 
 class MLXBackend:
@@ -125,6 +131,7 @@ class MLXBackend:
             "suffix",  # models with fill-in-the-middle tokens (`infill.py`); others refuse it
             "input",  # embeddings (`embed`)
             "dimensions",
+            "prediction",  # Predicted Outputs: drafts verified by speculative decoding
         }
     )
 
@@ -263,6 +270,7 @@ class MLXBackend:
             bench=options.bench,
             constraints=constraints,
         )
+        await asyncio.to_thread(self._attach_drafters, job, request)
         engine.submit(job)
         ended = False
         try:
@@ -324,6 +332,7 @@ class MLXBackend:
                 bench=options.bench,
             )
             job.queue = queue  # one stream of events for every prompt's job
+            self._attach_drafters(job, request)
             jobs.append(job)
         for job in jobs:
             engine.submit(job)
@@ -631,12 +640,39 @@ class MLXBackend:
             tool_format=fmt,
         )
 
+    def _attach_drafters(self, job: Job, request: ChatCompletionRequest) -> None:
+        """Give each row its draft source: prompt lookup (the model's `speculative`
+        option) and/or the request's Predicted Output, tokenized."""
+        from backends.mlx.speculative import Drafter
+
+        prediction = getattr(request, "prediction", None)
+        lookup = self.options.speculative == "prompt_lookup"
+        if not (lookup or prediction is not None):
+            return
+        engine, tokenizer = self._ready()
+        if not engine.can_speculate:
+            if prediction is not None:
+                raise UnsupportedField(
+                    "prediction", self.kind, f"model '{self.spec.id}' has a KV cache that cannot roll back drafts"
+                )
+            return
+        predicted: list[int] = []
+        if prediction is not None:
+            content = prediction.content
+            text = content if isinstance(content, str) else "".join(part.text for part in content)
+            predicted = list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+        for row in job.rows:
+            row.drafter = Drafter(job.prompt, lookup=lookup, prediction=predicted)
+
     def _end(self, job: Job, done: JobDone, outputs: list[Any], bench: bool) -> GenerationEnd:
+        drafters = [row.drafter for row in job.rows if row.drafter is not None]
         usage = TokenUsage(
             prompt_tokens=done.prompt_tokens,
             completion_tokens=done.completion_tokens,
             cached_tokens=done.cached_tokens,
             reasoning_tokens=sum(output.reasoning_tokens for output in outputs),
+            accepted_prediction_tokens=sum(drafter.accepted_prediction for drafter in drafters),
+            rejected_prediction_tokens=sum(drafter.rejected_prediction for drafter in drafters),
         )
         return GenerationEnd(usage=usage, stats=_stats(job, done) if bench else None)
 

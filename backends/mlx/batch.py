@@ -21,6 +21,10 @@ the engine feeds the tokens out, and `finish_step` computes the masks
 the forward pass runs. Masking happens before sampling, so
 logprobs report the constrained distribution. Batches without a constrained
 row take the plain path and pay nothing.
+
+With speculative decoding (`speculative.py`), a step where some row has a
+draft verifies all rows' drafts in one forward pass instead; the engine emits
+the accepted tokens after the step's own (`rounds`).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from mlx_lm.models.cache import make_prompt_cache
 from backends.mlx.constraint import BatchMasks, apply_mask
 from backends.mlx.jobs import Job, Row
 from backends.mlx.sampling import RowSpec, Sampled, SamplerBatch
+from backends.mlx.speculative import Round, Speculation, verify_step
 
 # Extra per-row data for a token: (logprob of the sampled token, top (id, logprob)s).
 Extra = tuple[float, list[tuple[int, float]] | None]
@@ -147,6 +152,8 @@ class DecodeBatch:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.masks: BatchMasks | None = None  # set by the engine once a constrained row comes
+        self.speculation: Speculation | None = None  # set by the engine where drafts can be verified
+        self.rounds: list[Round] = []  # a speculative step's accepted drafts, after `step`'s tokens
         self.peak: tuple[int, int] = (0, 0)  # (rows, constrained rows) of the largest step so far
         self._clear()
 
@@ -223,9 +230,18 @@ class DecodeBatch:
         A batch with constrained rows only starts the forward pass here; the
         engine calls `finish_step` once it has fed the tokens out (and dropped
         finished rows), so the masks and that work both overlap the forward pass.
+        Where a row has a draft, the step verifies every row's draft instead
+        (`speculative.verify_step`) and leaves the accepted ones in `rounds`.
         """
         rows, pending, parts = self.rows, self.tokens, self.parts
         self.peak = max(self.peak, (len(rows), self.constrained))
+        self.rounds = []
+        if self.speculation is not None and not self.constrained and self._might_draft():
+            rounds = verify_step(self, self.speculation)
+            if rounds is not None:
+                self._count_step()
+                first, *self.rounds = rounds
+                return first
         logits = self.model(pending[:, None], cache=self.cache)[:, -1, :]
         if self.constrained:
             mx.async_eval(logits)
@@ -236,15 +252,24 @@ class DecodeBatch:
             self._logits = logits
         else:
             self._sample(logits)
-        self.steps += 1
-        if self.steps % 256 == 0:
-            mx.clear_cache()
+        self._count_step()
         if not self.constrained:
             tokens = pending.tolist()
         extras: dict[Row, Extra] = {}
         for part in parts:
             part.read(extras)
         return rows, tokens, extras
+
+    def _count_step(self) -> None:
+        self.steps += 1
+        if self.steps % 256 == 0:
+            mx.clear_cache()
+
+    def _might_draft(self) -> bool:
+        count = self.speculation.width(len(self.rows))
+        return count > 0 and any(
+            row.drafter is not None and row.drafter.might_draft(row.tokens, count) for row in self.rows
+        )
 
     def finish_step(self) -> None:
         """Sample the tokens `step` left to sample: masked by the rows' grammars."""

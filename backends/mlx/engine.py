@@ -45,6 +45,7 @@ from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
 from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
 from backends.mlx.quantized_cache import KVQuantization, check_quantization, new_cache
+from backends.mlx.speculative import Speculation, can_roll_back
 from gateway import BackendFailed, BackendUnavailable
 
 log = structlog.get_logger("backends.mlx.engine")
@@ -63,6 +64,7 @@ class Engine:
         prefix_cache_bytes: int = 0,
         embed_share: float = 0.15,
         kv_quantization: KVQuantization | None = None,
+        num_draft_tokens: int = 4,
         name: str = "mlx",
     ) -> None:
         self.max_batch_size = max_batch_size
@@ -78,6 +80,8 @@ class Engine:
         self.model: nn.Module | None = None
         self.vocab_size = 0
         self.batched = True  # whether the model's cache merges rows into one batch
+        self.speculation = Speculation(num_draft_tokens)  # drafts' settings and acceptance counts
+        self.can_speculate = False  # whether the model's cache can take rejected drafts back
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
         self._waiting: deque[tuple[Job, list[Row]]] = deque()
@@ -119,7 +123,7 @@ class Engine:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, float]:
         """A racy but harmless snapshot for status pages (read from any thread)."""
         batch, prefix = self._batch, self.prefix
         return {
@@ -133,6 +137,7 @@ class Engine:
             "embedding_requests": len(self._embeds),
             "max_batch_size": self.max_batch_size,
             **(prefix.stats() if prefix is not None else no_prefix_stats()),
+            **self.speculation.stats(),
         }
 
     # --- loading, on the engine thread ------------------------------------------------
@@ -154,12 +159,14 @@ class Engine:
         self.model = model
         self.vocab_size = int(logits.shape[-1])
         self.batched = can_batch(new_cache(model, self.kv))
+        self.can_speculate = can_roll_back(new_cache(model, self.kv))
         self._batch = self._new_batch()
         self.prefix = PrefixCache(model, self.prefix_cache_bytes, self.kv)
 
     def _new_batch(self) -> DecodeBatch:
         batch = DecodeBatch(self.model)
         batch.masks = self._masks
+        batch.speculation = self.speculation if self.can_speculate else None
         return batch
 
     def detach(self) -> None:
@@ -252,6 +259,9 @@ class Engine:
             try:
                 rows, tokens, extras = batch.step()
                 finished = self._emit(rows, tokens, extras)
+                for rows, tokens, extras in batch.rounds:  # accepted drafts, one position at a time
+                    live = [index for index, row in enumerate(rows) if row not in finished]
+                    finished |= self._emit([rows[i] for i in live], [tokens[i] for i in live], extras)
                 if finished:
                     batch.remove(finished)
                 batch.finish_step()  # constrained rows: masks and sampling, after the output work

@@ -19,6 +19,7 @@ from gateway import GenerationChunk
 
 if TYPE_CHECKING:
     from backends.mlx.constraint import Constraint
+    from backends.mlx.speculative import Drafter
 
 
 class RowOutput(Protocol):
@@ -44,6 +45,7 @@ class Row:
     finished: bool = False
     tokens: list[int] = field(default_factory=list)  # generated so far (for the prefix cache)
     constraint: Constraint | None = None  # the grammar its tokens must follow
+    drafter: Drafter | None = None  # its speculative draft source (`speculative.py`), if any
 
 
 @dataclass

@@ -102,6 +102,7 @@ def start_engine(model_id: str, options: MLXOptions, prefix_cache_bytes: int) ->
         prefill_step_size=options.prefill_step_size,
         prefix_cache_bytes=prefix_cache_bytes,
         kv_quantization=kv,
+        num_draft_tokens=options.num_draft_tokens,
         name=model_id,
     )
     engine.start()
@@ -143,6 +144,12 @@ def load_model(
         engine.attach(model)
     except KVCacheConfigError as error:
         raise ModelLoadFailed(f'models."{spec.id}".{error}') from None
+    if options.speculative and not engine.can_speculate:
+        engine.detach()
+        raise ModelLoadFailed(
+            f"model '{spec.id}': options.speculative needs a KV cache that can take rejected "
+            "draft tokens back, and this model's cache cannot"
+        )
     log.info(
         "mlx model loaded",
         model=spec.id,
@@ -152,6 +159,7 @@ def load_model(
         batched=engine.batched,
         prefix_cache=engine.prefix.mode if engine.prefix is not None else None,
         kv_bits=options.kv_bits,
+        speculative=options.speculative,
     )
     trained_context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
     return tokenizer, trained_context if isinstance(trained_context, int) else None

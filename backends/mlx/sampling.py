@@ -298,7 +298,20 @@ class SamplerBatch:
             out.get("top_logprobs"),
         )
 
+    def sample_where(self, logits: mx.array, active: mx.array | None) -> Sampled:
+        """`sample`, recording the token only for rows where `active` (a `[B]` bool; None:
+        all rows): speculative verification samples positions a row never reaches."""
+        before = {name: self._state[name] for name in _RECORDED if name in self._state}
+        sampled = self.sample(logits)
+        if active is not None:
+            for name, old in before.items():
+                new = self._state[name]
+                self._state[name] = mx.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+        return sampled
 
+
+# State a step records (advanced key, penalty counts, repetition window).
+_RECORDED = ("keys", "counts", "window")
 # State derived from the rest by `_refresh` (rebuilt, never filtered or merged).
 _DERIVED = ("logprob_index", "window_valid")
 

@@ -20,6 +20,7 @@ SECTIONS = {
     "decode": "bench.mlx_decode",
     "smollm2": "bench.smollm2_decode",
     "serving": "bench.serving",
+    "serving-0.5b": "bench.serving_realistic",
     "embeddings": "bench.embeddings",
     "load": "bench.model_load",
     "grammar": "bench.grammar",

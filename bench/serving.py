@@ -33,7 +33,7 @@ def tiny_model() -> Path:
     return path
 
 
-def bodies(model: str, count: int, seeded: bool) -> list[dict[str, Any]]:
+def bodies(model: str, count: int, seeded: bool, tokens: int = TOKENS) -> list[dict[str, Any]]:
     topics = ["the sea", "a city", "mountains", "a robot", "the moon", "a garden", "trains", "winter"]
     return [
         {
@@ -41,7 +41,7 @@ def bodies(model: str, count: int, seeded: bool) -> list[dict[str, Any]]:
             "messages": [
                 {"role": "user", "content": f"Tell me about {topics[index % len(topics)]} ({index})."}
             ],
-            "max_tokens": TOKENS,
+            "max_tokens": tokens,
             "temperature": 0.8,
             **({"seed": 1000 + index} if seeded else {}),
         }

@@ -34,7 +34,6 @@ from typing import Any, NamedTuple
 
 import mlx.core as mx
 from mlx import nn
-from mlx_lm.models.cache import make_prompt_cache
 
 from backends.mlx.constraint import BatchMasks, apply_mask
 from backends.mlx.jobs import Job, Row
@@ -75,48 +74,106 @@ def _parts(rows: Sequence[Row], sampled: Sampled) -> list[LogprobPart]:
     return [LogprobPart([rows[index] for index in sampled.logprob_rows], sampled)]
 
 
-class Prefill:
-    """One job's prompt processing in chunks of `step_size` tokens.
+class Newcomer(NamedTuple):
+    """A job entering prefill: its rows (all of them where the cache batches, else
+    one), and a per-sequence cache already holding its first `start` prompt tokens
+    (a prefix-cache hit; 0 for a fresh cache)."""
 
-    `rows` are the job's rows this prefill admits: all of them when the model's
-    cache can be batched (prefill once, fan out), else one row at a time. A
-    prefix-cache hit passes a `cache` already holding the first `start` tokens.
+    job: Job
+    rows: list[Row]
+    cache: list[Any]
+    start: int = 0
+
+
+class Prefill:
+    """The prompts of a group of jobs, processed together a chunk at a time.
+
+    The group's per-sequence caches are merged into one batch cache (the cache
+    class's own `merge`, which left-pads shorter prefixes), and every chunk runs
+    the next `width` prompt tokens of every job in one forward pass. Jobs whose
+    prompt (after its cached prefix) is shorter are right-padded in that chunk,
+    and the cache's `finalize` rolls the padding to the left, where the batch
+    cache masks it (mlx-lm's `prepare`/`finalize` protocol): so jobs of any
+    prompt length, with or without a prefix-cache hit, share each pass, and all
+    of them reach their last prompt token together. That token runs for every
+    job in one last pass, whose logits give each row its first token: n choices
+    of a job are prefilled once and fanned out to n rows.
+
+    Budget: a chunk holds at most `step_size` tokens counted as padded width x
+    jobs, because padding costs as much compute as prompt tokens and the
+    chunk's duration is what running streams wait for. A lone job keeps the
+    plain per-sequence cache (no padding, cheapest to decode alone).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        job: Job,
-        rows: list[Row],
-        step_size: int,
-        cache: list[Any] | None = None,
-        start: int = 0,
-    ) -> None:
+    def __init__(self, model: nn.Module, newcomers: Sequence[Newcomer], step_size: int) -> None:
+        if not newcomers:
+            raise ValueError("a prefill needs at least one job")
         self.model = model
-        self.job = job
-        self.rows = rows
-        self.step_size = step_size
-        self.cache = cache if cache is not None else make_prompt_cache(model)
-        self.position = start if cache is not None else 0
+        self.entries = list(newcomers)
+        self.batched = len(self.entries) > 1  # the cache is a batch cache, one row per entry
+        self.cache = self.entries[0].cache if not self.batched else merge([e.cache for e in self.entries])
+        self.bodies = [e.job.prompt[e.start : -1] for e in self.entries]  # all but the last token
+        self.width = max(1, step_size // len(self.entries))
+        self.position = 0  # body columns done
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [entry.job for entry in self.entries]
+
+    @property
+    def rows(self) -> list[Row]:
+        return [row for entry in self.entries for row in entry.rows]
+
+    def drop(self, job: Job) -> bool:
+        """Leave `job` out from now on (cancelled); True when no job is left."""
+        keep = [index for index, entry in enumerate(self.entries) if entry.job is not job]
+        if len(keep) == len(self.entries):
+            return False
+        if not keep:
+            self.entries, self.bodies = [], []
+            return True
+        index = mx.array(keep, dtype=mx.int32)
+        for layer in self.cache:
+            layer.filter(index)
+        self.entries = [self.entries[i] for i in keep]
+        self.bodies = [self.bodies[i] for i in keep]
+        return False
 
     def step(self) -> mx.array | None:
-        """Process the next chunk; returns the next-token logits `[1, V]` after the last.
+        """Process the next chunk; returns the next-token logits `[jobs, V]` after the last.
 
         All but the last prompt token go through in chunks (their logits are never
-        computed: only the cache is evaluated); the last token alone gives the logits.
+        computed: only the cache is evaluated); the last tokens alone give the logits.
         """
-        prompt = self.job.prompt
-        body = len(prompt) - 1
-        if self.position < body:
-            end = min(self.position + self.step_size, body)
-            self.model(mx.array(prompt[self.position : end])[None], cache=self.cache)
+        longest = max(len(body) for body in self.bodies)
+        if self.position < longest:
+            end = min(self.position + self.width, longest)
+            pieces = [body[self.position : end] for body in self.bodies]
+            lengths = [len(piece) for piece in pieces]
+            padding = [end - self.position - length for length in lengths]
+            padded = any(padding)
+            if padded:
+                for layer in self.cache:
+                    layer.prepare(lengths=lengths, right_padding=padding)
+            tokens = [piece + [0] * pad for piece, pad in zip(pieces, padding)]
+            self.model(mx.array(tokens), cache=self.cache)
+            if padded:
+                for layer in self.cache:
+                    layer.finalize()
             mx.eval([layer.state for layer in self.cache])
             self.position = end
-            if self.position < body:
+            if self.position < longest:
                 return None
-        logits = self.model(mx.array(prompt[-1:])[None], cache=self.cache)
-        self.position = len(prompt)
-        return logits[:, -1, :]
+        last = mx.array([[entry.job.prompt[-1]] for entry in self.entries])
+        return self.model(last, cache=self.cache)[:, -1, :]
+
+    def prompt_cache(self, index: int) -> list[Any]:
+        """Entry `index`'s cache as a per-sequence one (the state after its whole
+        prompt, for the prefix cache): the live cache of a lone job, else a copy
+        cut out of the batch. Call before `finish`, which may reshape the cache."""
+        if not self.batched:
+            return self.cache
+        return [layer.extract(index) for layer in self.cache]
 
     def finish(
         self, logits: mx.array, vocab_size: int, masks: BatchMasks | None = None
@@ -124,21 +181,36 @@ class Prefill:
         """Fan the cache out to the rows and sample each row's first token
         (masked by the rows' grammars, where they have active ones).
 
-        A single row keeps the plain per-sequence cache (cheapest to decode alone).
+        A single row gets a plain per-sequence cache (cheapest to decode alone).
         """
-        specs = [RowSpec(row.params, row.choice, self.job.prompt) for row in self.rows]
+        specs = [RowSpec(row.params, row.choice, e.job.prompt) for e in self.entries for row in e.rows]
+        owners = [index for index, entry in enumerate(self.entries) for _ in entry.rows]
         sampler = SamplerBatch(vocab_size, specs)
-        rows = len(self.rows)
-        if rows > 1:
-            logits = mx.broadcast_to(logits, (rows, logits.shape[-1]))
+        if owners != list(range(logits.shape[0])):
+            logits = logits[mx.array(owners, dtype=mx.int32)]
         if masks is not None:
             logits = apply_mask(logits, masks.mask([row.constraint for row in self.rows]))
         sampled = sampler.sample(logits)
-        cache = self.cache
-        if rows > 1:
-            cache = to_batch(cache, rows)
+        cache = self._fan_out(owners)
         mx.eval(sampled.arrays(), [layer.state for layer in cache])
         return cache, sampler, sampled
+
+    def _fan_out(self, owners: list[int]) -> list[Any]:
+        """The cache with one row per batch row (`owners[i]`: the entry of row i)."""
+        if not self.batched:
+            return to_batch(self.cache, len(owners)) if len(owners) > 1 else self.cache
+        if len(owners) == 1:
+            return [layer.extract(0) for layer in self.cache]
+        if owners != list(range(len(self.entries))):
+            index = mx.array(owners, dtype=mx.int32)
+            for layer in self.cache:
+                layer.filter(index)
+        return self.cache
+
+
+def merge(caches: Sequence[list[Any]]) -> list[Any]:
+    """Per-sequence caches (one list of layers each) as one batch cache."""
+    return [type(layers[0]).merge(list(layers)) for layers in zip(*caches)]
 
 
 def to_batch(cache: list[Any], copies: int = 1) -> list[Any]:

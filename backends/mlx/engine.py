@@ -5,13 +5,25 @@ The thread runs a continuous-batching loop. Each turn it
 1. takes every message off its inbox: new jobs queue up, a cancelled job's rows
    leave the batch at once (so they are freed before the next decode step),
    calls (load, unload) run;
-2. runs one prefill chunk of the oldest waiting job, if it fits the batch
-   (a new prefill starts after the longest prefix found in the prefix cache;
-   a finished one is stored there and joins the batch with its first tokens);
-3. runs one decode step of the batch and feeds each row's token to its output
-   pipeline (text, stop strings, tool calls), retiring finished rows;
+2. runs one prefill chunk, if prefill's share of the time allows (below): the
+   jobs waiting when a prefill starts that fit the batch are prefilled together,
+   one forward pass per chunk for all of them (`schedule.py` says which join;
+   each starts after the longest prefix found in the prefix cache; a finished
+   prompt is stored there and its rows join the batch with their first tokens);
+3. runs one decode step of the batch, if running streams are owed one, and
+   feeds each row's token to its output pipeline (text, stop strings, tool
+   calls), retiring finished rows;
 4. sends each job the events of this turn with one `call_soon_threadsafe` per
    event loop.
+
+Prefill and decode share the engine by a debt rule (`schedule.DecodeDebt`):
+while requests wait for their first token, prefill chunks run back to back,
+and running streams get a decode step once they are owed one. Each chunk owes
+them its time times running rows / waiting rows (an equal share per row), but
+at most one decode step, and at least enough that they keep `decode_floor` of
+the engine's time (10% by default) however long the queue. So a burst of
+newcomers is prefilled nearly back to back beside a few streams, while a lone
+newcomer beside many streams gets one chunk per decode step, as before.
 
 Embedding jobs (`embedding.EmbedJob`) run a chunk per turn, before the
 prefill: at full speed when nothing decodes, and while rows decode only
@@ -30,21 +42,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import mlx.core as mx
 import structlog
 from mlx import nn
-from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.utils import maybe_set_recommended_wired_limit
 
-from backends.mlx.batch import DecodeBatch, Extra, Prefill, can_batch
+from backends.mlx.batch import DecodeBatch, Extra, Newcomer, Prefill, can_batch
 from backends.mlx.constraint import BatchMasks
 from backends.mlx.embedding import EmbedJob
 from backends.mlx.jobs import Event, Job, JobDone, Row, deliver
 from backends.mlx.output import TokenStep
 from backends.mlx.prefix_cache import PrefixCache, no_prefix_stats
 from backends.mlx.quantized_cache import KVQuantization, check_quantization, new_cache
+from backends.mlx.schedule import DecodeDebt, Waiting, joins
 from backends.mlx.speculative import Speculation, can_roll_back
 from gateway import BackendFailed, BackendUnavailable
 
@@ -65,9 +77,11 @@ class Engine:
         embed_share: float = 0.15,
         kv_quantization: KVQuantization | None = None,
         num_draft_tokens: int = 4,
+        decode_floor: float = 0.1,
         name: str = "mlx",
     ) -> None:
         self.max_batch_size = max_batch_size
+        self.decode = DecodeDebt(decode_floor)  # how prefill and decode share the time
         self.embed_share = embed_share
         # Embedding chunks, in tokens: smaller than prefill chunks, and smaller still
         # beside running streams, which wait for one chunk at most.
@@ -84,12 +98,14 @@ class Engine:
         self.can_speculate = False  # whether the model's cache can take rejected drafts back
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
-        self._waiting: deque[tuple[Job, list[Row]]] = deque()
+        self._waiting: deque[Waiting] = deque()
         self._prefill: Prefill | None = None
         self._batch: DecodeBatch | None = None
         self._dirty: list[Job] = []
         self._embeds: deque[EmbedJob] = deque()
         self._embed_debt = 0.0  # decode seconds owed to running rows before the next embed chunk
+        self._decoding = False  # a decode step's forward pass may still be running
+        self._peak_group = 0
         self._masks: BatchMasks | None = None  # grammar masks, made when a constrained job comes
 
     # --- the event loop's side --------------------------------------------------------
@@ -125,15 +141,16 @@ class Engine:
 
     def stats(self) -> dict[str, float]:
         """A racy but harmless snapshot for status pages (read from any thread)."""
-        batch, prefix = self._batch, self.prefix
+        batch, prefix, prefill = self._batch, self.prefix, self._prefill
         return {
             "running_rows": len(batch.rows) if batch is not None else 0,
             "grammar_rows": batch.constrained if batch is not None else 0,
             # the largest decode step so far, and how many of its rows had a grammar
             "peak_rows": batch.peak[0] if batch is not None else 0,
             "peak_grammar_rows": batch.peak[1] if batch is not None else 0,
-            "waiting_requests": len({id(job) for job, _ in tuple(self._waiting)}),
-            "prefilling": int(self._prefill is not None),
+            "waiting_requests": len({id(waiting.job) for waiting in tuple(self._waiting)}),
+            "prefilling": len(prefill.entries) if prefill is not None else 0,
+            "peak_prefill_jobs": self._peak_group,  # the largest group prefilled together so far
             "embedding_requests": len(self._embeds),
             "max_batch_size": self.max_batch_size,
             **(prefix.stats() if prefix is not None else no_prefix_stats()),
@@ -151,7 +168,7 @@ class Engine:
         """
         if mx.metal.is_available():  # keep the weights wired on Apple silicon, as mlx-lm does
             maybe_set_recommended_wired_limit()
-        cache = make_prompt_cache(model)
+        cache = new_cache(model)
         logits = model(mx.array([[0]]), cache=cache)
         mx.eval(logits)
         if self.kv is not None:
@@ -233,15 +250,16 @@ class Engine:
             if self._batch is not None:
                 self._batch.masks = self._masks
         if self.batched:
-            self._waiting.append((job, job.rows))
+            self._waiting.append(Waiting(job, job.rows))
         else:
-            self._waiting.extend((job, [row]) for row in job.rows)
+            self._waiting.extend(Waiting(job, [row]) for row in job.rows)
 
     def _cancel(self, job: Job) -> None:
-        """Forget a job at once: its rows leave the batch before the next step."""
+        """Forget a job at once: its rows leave the batch (and its prefill group)
+        before the next step."""
         job.cancelled = True
-        self._waiting = deque(item for item in self._waiting if item[0] is not job)
-        if self._prefill is not None and self._prefill.job is job:
+        self._waiting = deque(waiting for waiting in self._waiting if waiting.job is not job)
+        if self._prefill is not None and self._prefill.drop(job):
             self._prefill = None
         if self._batch is not None:
             self._batch.remove(set(job.rows))
@@ -254,8 +272,21 @@ class Engine:
         streams = bool(len(batch) or self._waiting or self._prefill)
         embedding = self._embed_step(streams)
         started = time.perf_counter()
-        self._prefill_step()
-        if len(batch):
+        prefill = "idle"
+        if not len(batch) or self.decode.prefill_may_run:
+            running, waiting = len(batch), self._waiting_rows()
+            if running and self._decoding:  # the step in flight is decode's time, not the chunk's
+                synced = time.perf_counter()
+                mx.synchronize()
+                self.decode.waited(time.perf_counter() - synced)
+            self._decoding = False
+            chunk_started = time.perf_counter()
+            prefill = self._prefill_step()
+            if prefill != "idle":
+                self.decode.prefilled(time.perf_counter() - chunk_started, running, waiting)
+        # a group that just joined decodes at once: that step hands out its first tokens
+        if len(batch) and (prefill != "chunk" or not self.decode.prefill_may_run):
+            stepped = time.perf_counter()
             try:
                 rows, tokens, extras = batch.step()
                 finished = self._emit(rows, tokens, extras)
@@ -270,6 +301,10 @@ class Engine:
                 self._fail_rows(list(batch.rows), error)
                 self._batch = self._new_batch()
                 return
+            self.decode.decoded(time.perf_counter() - stepped)
+            self._decoding = True
+        if not (self._waiting or self._prefill):
+            self.decode.clear()
         if streams and (embedding or self._embed_debt):  # this turn's stream work pays embeddings back
             self._embed_debt = max(0.0, self._embed_debt - (time.perf_counter() - started))
 
@@ -299,46 +334,94 @@ class Engine:
             self._embed_debt += spent * (1 - self.embed_share) / self.embed_share
         return spent
 
-    def _prefill_step(self) -> None:
-        """Run one chunk of the current prefill, starting the next waiting one if it fits."""
+    def _waiting_rows(self) -> int:
+        waiting = sum(len(item.rows) for item in self._waiting)
+        return waiting + (len(self._prefill.rows) if self._prefill is not None else 0)
+
+    def _prefill_step(self) -> Literal["idle", "chunk", "joined"]:
+        """Run one chunk of the current prefill group, forming the next group from
+        the waiting jobs first: "idle" when there was nothing to run, "joined" when
+        the group finished and its rows joined the batch."""
         batch = self._batch
-        while self._waiting and self._waiting[0][0].done:  # a failed job's remaining rows
-            self._waiting.popleft()
         if self._prefill is None:
-            if not self._waiting:
-                return
-            job, rows = self._waiting[0]
-            fits = len(batch) + len(rows) <= self.max_batch_size
-            if len(batch) and not (self.batched and fits):
-                return
-            self._waiting.popleft()
-            cache, cached = (
-                self.prefix.take(job.prompt) if self.prefix is not None and not job.bench else (None, 0)
-            )
-            if not job.timings.prefill_started:
-                job.timings.prefill_started = time.perf_counter()
-                job.cached_tokens = cached
-                if job.bench:
-                    mx.reset_peak_memory()
-            if cache is None:
-                cache = new_cache(self.model, self.kv)
-            self._prefill = Prefill(self.model, job, rows, self.prefill_step_size, cache, cached)
+            self._prefill = self._next_group()
+            if self._prefill is None:
+                return "idle"
         prefill = self._prefill
         try:
             logits = prefill.step()
             if logits is None:
-                return
+                return "chunk"
             self._prefill = None
+            self._keep_prompts(prefill)
             cache, sampler, sampled = prefill.finish(logits, self.vocab_size, batch.masks)
-        except Exception as error:
+        except Exception as error:  # one forward pass served the group: fail the group
             log.exception("prefill failed")
             self._prefill = None
-            self._fail_rows(prefill.job.rows, error)
-            return
-        prefill.job.timings.prefill_finished = time.perf_counter()
-        if self.prefix is not None and not prefill.job.bench:
-            self.prefix.keep(prefill.job.prompt, prefill.cache)
+            self._fail_rows(prefill.rows, error)
+            return "chunk"
+        finished = time.perf_counter()
+        for job in prefill.jobs:
+            job.timings.prefill_finished = finished
         batch.join(prefill.rows, cache, sampler, sampled)
+        return "joined"
+
+    def _next_group(self) -> Prefill | None:
+        """The waiting jobs that start prefilling now, oldest first (`schedule.py`)."""
+        self._waiting = deque(waiting for waiting in self._waiting if not waiting.job.done)
+        if not self._waiting:
+            return None
+        running = len(self._batch)
+        room = self.max_batch_size - running
+        head = self._waiting[0]
+        if running and not (self.batched and len(head.rows) <= room):
+            return None
+        group: list[Waiting] = []
+        for waiting in self._waiting:
+            if group and (not self.batched or len(waiting.rows) > room):
+                if not self.batched:
+                    break
+                continue
+            self._look_up(waiting)
+            if group and not joins(group, waiting, self.prefill_step_size):
+                continue
+            group.append(waiting)
+            room -= len(waiting.rows)
+        chosen = {id(waiting) for waiting in group}
+        self._waiting = deque(waiting for waiting in self._waiting if id(waiting) not in chosen)
+        started = time.perf_counter()
+        newcomers = []
+        for waiting in group:
+            job = waiting.job
+            if not job.timings.prefill_started:
+                job.timings.prefill_started = started
+                job.cached_tokens = waiting.cached
+                if job.bench:
+                    mx.reset_peak_memory()
+            cache = waiting.cache if waiting.cache is not None else new_cache(self.model, self.kv)
+            newcomers.append(Newcomer(job, waiting.rows, cache, waiting.cached))
+        self._peak_group = max(self._peak_group, len(newcomers))
+        return Prefill(self.model, newcomers, self.prefill_step_size)
+
+    def _look_up(self, waiting: Waiting) -> None:
+        """Find a waiting job's longest cached prefix, once."""
+        if waiting.looked_up:
+            return
+        waiting.looked_up = True
+        if self.prefix is not None and not waiting.job.bench:
+            waiting.cache, waiting.cached = self.prefix.take(waiting.job.prompt)
+
+    def _keep_prompts(self, prefill: Prefill) -> None:
+        """Store each prompt's state in the prefix cache, before `finish` reshapes the cache."""
+        if self.prefix is None or self.prefix.mode is None:
+            return
+        for index, job in enumerate(prefill.jobs):
+            if job.bench:
+                continue
+            try:
+                self.prefix.keep(job.prompt, prefill.prompt_cache(index))
+            except Exception:  # an optimisation only: never fail the request over it
+                log.exception("prefix cache insert failed")
 
     def _emit(self, rows: list[Row], tokens: list[int], extras: dict[Row, Extra]) -> set[Row]:
         """Feed one token to each row's output; returns the rows that finished."""
@@ -420,10 +503,10 @@ class Engine:
             rows += self._batch.rows
             self._batch = self._new_batch() if self.model is not None else None
         if self._prefill is not None:
-            rows += self._prefill.job.rows
+            rows += self._prefill.rows
             self._prefill = None
-        for job, job_rows in self._waiting:
-            rows += job_rows
+        for waiting in self._waiting:
+            rows += waiting.rows
         self._waiting.clear()
         self._fail_rows(rows, error)
         while self._embeds:

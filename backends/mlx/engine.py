@@ -82,6 +82,7 @@ class Engine:
         self.batched = True  # whether the model's cache merges rows into one batch
         self.speculation = Speculation(num_draft_tokens)  # drafts' settings and acceptance counts
         self.can_speculate = False  # whether the model's cache can take rejected drafts back
+        self.draft_model: nn.Module | None = None  # the `draft_model` option's model (`draft_model.py`)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
         self._waiting: deque[tuple[Job, list[Row]]] = deque()
@@ -172,6 +173,7 @@ class Engine:
     def detach(self) -> None:
         self._fail_all(BackendUnavailable("the model was unloaded"))
         self.model = None
+        self.draft_model = None
         self._batch = None
         self.prefix = None
 

@@ -185,6 +185,8 @@ def test_a_backend_with_a_draft_model_serves_plain_decodings_text(
 ) -> None:
     async def text(backend: MLXBackend) -> tuple[str, dict[str, Any]]:
         await backend.load()
+        engine = backend._engine
+        assert engine is not None and (engine.draft_model is not None) == bool(backend.options.draft_model)
         try:
             events = [
                 e
@@ -196,6 +198,7 @@ def test_a_backend_with_a_draft_model_serves_plain_decodings_text(
             return "".join(e.text for e in events if isinstance(e, GenerationChunk)), backend.stats()
         finally:
             await backend.unload()
+            assert engine.draft_model is None  # freed with the main model
 
     with_draft = MLXBackend(spec(tiny_llama_path, draft_model=str(other_llama_path)))
     assert with_draft.memory_estimate() > MLXBackend(spec(tiny_llama_path)).memory_estimate()

@@ -66,6 +66,15 @@ class ModelDraft:
         self._fed.extend(drafted[:-1])  # fed to the model; the last one was only predicted
         return drafted
 
+    def release(self) -> None:
+        """Drop the draft cache (its row has finished)."""
+        self._cache, self._fed = None, []
+
+    @property
+    def cached_tokens(self) -> int:
+        """Tokens whose KV states the draft cache holds."""
+        return len(self._fed)
+
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     length = min(len(a), len(b))

@@ -388,6 +388,8 @@ class Engine:
         row.finished = True
         job = row.job
         self._keep_reply(row)
+        if row.drafter is not None:
+            row.drafter.release()  # a draft model's cache: freed here, on the thread that made it
         chunk = row.output.finish(reason) if end is None else row.output.finish(reason, end)  # type: ignore[arg-type, call-arg]
         self._post(job, chunk)
         job.rows_left -= 1

@@ -128,6 +128,11 @@ class Drafter:
             return self.model.draft(history.tokens, count)
         return history.draft(count) if self.lookup else []
 
+    def release(self) -> None:
+        """Free what only further drafts need (the row has finished)."""
+        if self.model is not None:
+            self.model.release()
+
     @property
     def rejected_prediction(self) -> int:
         """Prediction tokens not in the answer, as OpenAI counts them: all the others."""

@@ -107,7 +107,17 @@ def test_the_model_drafting_for_itself_in_a_crowd_with_n_2(itself: Engine) -> No
         return [make_job(itself, prompt, GREEDY, n=2, max_tokens=24)[0] for prompt in PROMPTS]
 
     drafted, accepted = counts(itself)
-    assert run(itself, make, speculate=True) == run(itself, make, speculate=False)
+
+    def made() -> list[Job]:
+        jobs.extend(make())
+        return jobs
+
+    jobs: list[Job] = []
+    assert run(itself, made, speculate=True) == run(itself, make, speculate=False)
+    drafts = [row.drafter.model for job in jobs for row in job.rows if row.drafter is not None]
+    assert len(drafts) == 8 and all(
+        d is not None and d.cached_tokens == 0 for d in drafts
+    )  # freed at the end
     now_drafted, now_accepted = counts(itself)
     assert now_drafted > drafted and now_accepted - accepted == now_drafted - drafted
 

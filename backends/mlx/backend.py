@@ -78,7 +78,10 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     `speculative = "prompt_lookup"` drafts up to `num_draft_tokens` tokens per
     step from the row's own prompt and output (n-gram lookup) and verifies them
     in the batch's forward pass (`speculative.py`); a request's `prediction`
-    drafts from the client's text on any model whose cache can roll back.
+    drafts from the client's text on any model whose cache can roll back;
+    `draft_model = "<path>"` (any path `path` takes) drafts with a small second model
+    sharing the tokenizer, decoding greedily, loaded as stored (`draft_model.py`);
+    it implies speculation and excludes `speculative`.
     """
 
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
@@ -94,6 +97,7 @@ class MLXOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     kv_bits: Literal[4, 8] | None = None
     kv_group_size: Literal[32, 64, 128] | None = None  # 64 when kv_bits is set
     speculative: Literal["prompt_lookup"] | None = None
+    draft_model: str | None = None
     num_draft_tokens: Annotated[int, Meta(ge=1, le=32)] = 4
 
 
@@ -147,6 +151,11 @@ class MLXBackend:
         if self.options.kv_group_size is not None and self.options.kv_bits is None:
             raise ConfigError(
                 f'models."{spec.id}".options.kv_group_size: only applies to a quantized KV cache; set kv_bits (8 or 4)'
+            )
+        if self.options.draft_model is not None and self.options.speculative is not None:
+            raise ConfigError(
+                f'models."{spec.id}".options: draft_model and speculative = "{self.options.speculative}" '
+                "are two draft sources; set one"
             )
         self._engine: Engine | None = None
         self._tokenizer: Any = None
@@ -218,7 +227,10 @@ class MLXBackend:
         """Bytes the model will take: its weights' files, scaled when `dtype` casts
         16-bit weights to float32 or back, plus the prefix cache's cap (it fills up
         in use); the registry budgets loads with it."""
-        return weights_bytes(self.spec.config.path or "", self.options.dtype) + self.prefix_cache_bytes
+        draft = weights_bytes(self.options.draft_model, None) if self.options.draft_model else 0
+        return (
+            weights_bytes(self.spec.config.path or "", self.options.dtype) + draft + self.prefix_cache_bytes
+        )
 
     def stats(self) -> dict[str, Any]:
         engine, grammars = self._engine, self._grammars
@@ -642,12 +654,13 @@ class MLXBackend:
 
     def _attach_drafters(self, job: Job, request: ChatCompletionRequest) -> None:
         """Give each row its draft source: prompt lookup (the model's `speculative`
-        option) and/or the request's Predicted Output, tokenized."""
+        option) or its draft model, and/or the request's Predicted Output, tokenized."""
+        from backends.mlx.draft_model import ModelDraft
         from backends.mlx.speculative import Drafter
 
         prediction = getattr(request, "prediction", None)
         lookup = self.options.speculative == "prompt_lookup"
-        if not (lookup or prediction is not None):
+        if not (lookup or self.options.draft_model or prediction is not None):
             return
         engine, tokenizer = self._ready()
         if not engine.can_speculate:
@@ -661,8 +674,10 @@ class MLXBackend:
             content = prediction.content
             text = content if isinstance(content, str) else "".join(part.text for part in content)
             predicted = list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+        draft_model = engine.draft_model
         for row in job.rows:
-            row.drafter = Drafter(job.prompt, lookup=lookup, prediction=predicted)
+            model = ModelDraft(draft_model, engine.vocab_size) if draft_model is not None else None
+            row.drafter = Drafter(job.prompt, lookup=lookup, prediction=predicted, model=model)
 
     def _end(self, job: Job, done: JobDone, outputs: list[Any], bench: bool) -> GenerationEnd:
         drafters = [row.drafter for row in job.rows if row.drafter is not None]

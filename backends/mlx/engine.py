@@ -96,6 +96,7 @@ class Engine:
         self.batched = True  # whether the model's cache merges rows into one batch
         self.speculation = Speculation(num_draft_tokens)  # drafts' settings and acceptance counts
         self.can_speculate = False  # whether the model's cache can take rejected drafts back
+        self.draft_model: nn.Module | None = None  # the `draft_model` option's model (`draft_model.py`)
         self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"{name}-engine", daemon=True)
         self._waiting: deque[Waiting] = deque()
@@ -189,6 +190,7 @@ class Engine:
     def detach(self) -> None:
         self._fail_all(BackendUnavailable("the model was unloaded"))
         self.model = None
+        self.draft_model = None
         self._batch = None
         self.prefix = None
 
@@ -469,6 +471,8 @@ class Engine:
         row.finished = True
         job = row.job
         self._keep_reply(row)
+        if row.drafter is not None:
+            row.drafter.release()  # a draft model's cache: freed here, on the thread that made it
         chunk = row.output.finish(reason) if end is None else row.output.finish(reason, end)  # type: ignore[arg-type, call-arg]
         self._post(job, chunk)
         job.rows_left -= 1

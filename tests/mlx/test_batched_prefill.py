@@ -22,8 +22,15 @@ from backends.mlx.engine import Engine
 from backends.mlx.jobs import Job, JobDone
 from backends.mlx.sampling import SamplingParams
 from backends.mlx.schedule import DecodeDebt, Waiting, joins
-from gateway.backend import GenerationChunk
-from tests.mlx.test_engine import GREEDY, Recorder, make_job, on_thread, reference_greedy, start_engine
+from tests.mlx.test_engine import (
+    GREEDY,
+    Recorder,
+    make_job,
+    on_thread,
+    outcome,
+    reference_greedy,
+    start_engine,
+)
 from tests.support.apps import mlx_app
 
 SEEDED = SamplingParams(temperature=1.0, top_p=0.9, seed=5, presence_penalty=0.3)
@@ -59,17 +66,6 @@ def held(engine: Engine) -> Iterator[None]:
     finally:
         gate.set()
         future.result(30)
-
-
-async def outcome(job: Job) -> tuple[list[GenerationChunk], JobDone]:
-    chunks: list[GenerationChunk] = []
-    while True:
-        for event in await job.queue.get():
-            if isinstance(event, JobDone):
-                return chunks, event
-            if isinstance(event, BaseException):
-                raise event
-            chunks.append(event)
 
 
 async def run_together(engine: Engine, jobs: list[Job]) -> list[Any]:

@@ -97,6 +97,11 @@ def make_job(
 
 async def run_job(engine: Engine, job: Job) -> tuple[list[GenerationChunk], JobDone]:
     engine.submit(job)
+    return await outcome(job)
+
+
+async def outcome(job: Job) -> tuple[list[GenerationChunk], JobDone]:
+    """A submitted job's chunks and its end (raises the error it failed with)."""
     chunks: list[GenerationChunk] = []
     while True:
         for event in await job.queue.get():

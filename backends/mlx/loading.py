@@ -24,8 +24,8 @@ from backends.mlx.pypi_model import Progress
 from gateway import ModelLoadFailed, ModelSpec
 
 if TYPE_CHECKING:
-    from backends.mlx.backend import MLXOptions
     from backends.mlx.engine import Engine
+    from backends.mlx.options import MLXOptions
 
 log = structlog.get_logger("backends.mlx")
 
